@@ -1,0 +1,209 @@
+"""Turns, episode records and the append-only JSONL episode store.
+
+An ``EpisodeRecord`` is one line of the store: the task, both profiles, who played each seat
+and how (model, sampling settings), every turn, the evaluation, the seed, timings and, for a
+branch, the parent episode and the branch turn. ``EpisodeStore`` appends one record a line,
+flushed and fsynced, so a crash loses at most the line being written; a torn last line is
+skipped with a warning on read. The files load with ``datasets.load_dataset("json", ...)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import DataError
+from .evaluation import EpisodeEvaluation
+from .profiles import Task
+
+ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
+
+
+@dataclass
+class Turn:
+    """One action of one agent. ``turn`` is the environment's turn counter when it was taken;
+    ``agent_index`` is the seat (0 or 1). Token counts and ``fallback`` (the reply was not valid
+    JSON and was read as plain speech) are filled by the policy that produced it."""
+
+    turn: int
+    agent_index: int
+    speaker: str
+    action_type: str
+    argument: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    fallback: bool = False
+
+    def __post_init__(self):
+        if self.action_type not in ACTION_TYPES:
+            raise DataError(f"action type {self.action_type!r} is not allowed; allowed: {', '.join(ACTION_TYPES)}",
+                            field="action_type")
+        if self.agent_index not in (0, 1):
+            raise DataError(f"agent_index must be 0 or 1, got {self.agent_index!r}", field="agent_index")
+
+    def to_dict(self) -> dict:
+        return {"turn": self.turn, "agent_index": self.agent_index, "speaker": self.speaker,
+                "action_type": self.action_type, "argument": self.argument,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "fallback": self.fallback}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Turn":
+        return cls(turn=int(d["turn"]), agent_index=int(d["agent_index"]), speaker=str(d.get("speaker", "")),
+                   action_type=str(d["action_type"]), argument=str(d.get("argument", "")),
+                   prompt_tokens=int(d.get("prompt_tokens", 0)), completion_tokens=int(d.get("completion_tokens", 0)),
+                   fallback=bool(d.get("fallback", False)))
+
+
+@dataclass
+class EpisodeRecord:
+    """Everything about one played episode (one line of an episode store)."""
+
+    task: Task
+    turns: list[Turn] = field(default_factory=list)
+    models: list[str] = field(default_factory=lambda: ["", ""])
+    """Model id of the policy in each seat."""
+    sampling: list[dict] = field(default_factory=lambda: [{}, {}])
+    """Sampling settings of each seat (temperature, top_p, max_new_tokens...). Never API keys."""
+    evaluation: EpisodeEvaluation | None = None
+    seed: int | None = None
+    episode_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    parent_episode_id: str | None = None
+    branch_turn: int | None = None
+    """For a branch: index into the parent's ``turns`` list where this episode diverges."""
+    termination: str = ""
+    """Why the episode ended (``max_turns``, ``leave``, ``stale``)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    """Token and cost accounting per seat and for the judge."""
+    tags: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance: experiment name, run key, context truncation events..."""
+    created: float = field(default_factory=time.time)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.evaluation is not None and self.evaluation.evaluated
+
+    def score(self, agent_index: int, dimension: str = "goal") -> float:
+        if not self.evaluated:
+            raise DataError(f"episode {self.episode_id} has no evaluation")
+        return self.evaluation.agents[agent_index].scores[dimension]
+
+    def agent_turns(self, agent_index: int) -> list[int]:
+        """Indices into ``turns`` of the turns taken by ``agent_index`` (its own actions)."""
+        return [i for i, t in enumerate(self.turns) if t.agent_index == agent_index]
+
+    def to_dict(self) -> dict:
+        return {"episode_id": self.episode_id, "task": self.task.to_dict(),
+                "turns": [t.to_dict() for t in self.turns], "models": list(self.models),
+                "sampling": list(self.sampling),
+                "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+                "seed": self.seed, "parent_episode_id": self.parent_episode_id, "branch_turn": self.branch_turn,
+                "termination": self.termination, "timings": dict(self.timings), "usage": dict(self.usage),
+                "tags": dict(self.tags), "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> "EpisodeRecord":
+        where = {"path": path, "line": line}
+        for name in ("episode_id", "task", "turns"):
+            if name not in d:
+                raise DataError("missing", field=name, **where)
+        try:
+            turns = [Turn.from_dict(t) for t in d["turns"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"bad turn: {e}", field="turns", **where) from None
+        try:
+            evaluation = EpisodeEvaluation.from_dict(d["evaluation"]) if d.get("evaluation") else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"bad evaluation: {e}", field="evaluation", **where) from None
+        return cls(task=Task.from_dict(d["task"], **where), turns=turns, models=list(d.get("models", ["", ""])),
+                   sampling=list(d.get("sampling", [{}, {}])), evaluation=evaluation, seed=d.get("seed"),
+                   episode_id=str(d["episode_id"]), parent_episode_id=d.get("parent_episode_id"),
+                   branch_turn=d.get("branch_turn"), termination=d.get("termination", ""),
+                   timings=dict(d.get("timings", {})), usage=dict(d.get("usage", {})), tags=dict(d.get("tags", {})),
+                   created=float(d.get("created", 0.0)))
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each line of a JSONL file. A torn *last* line (a crash
+    mid-write) is skipped with a warning; a bad line elsewhere raises DataError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "r", encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not raw.endswith("\n"):
+                warnings.warn(f"{path} line {i}: torn last line skipped (interrupted write): {e}", stacklevel=2)
+                continue
+            raise DataError(f"not valid JSON: {e}", path=str(path), line=i) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=i)
+        yield i, obj
+
+
+def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
+    """Append one JSON object as a line, flushed and fsynced. If the file ends in a torn line
+    (a previous crash), a newline is written first so the new record stays readable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class EpisodeStore:
+    """Append-only JSONL store of episode records, one per line.
+
+    ``run_key`` (stored in ``record.tags["run_key"]``) identifies a unit of work (task, seats,
+    models, repetition); ``done_keys()`` lets a resumed run skip what is already stored.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def append(self, record: EpisodeRecord) -> None:
+        append_jsonl(self.path, record.to_dict())
+
+    def __iter__(self) -> Iterator[EpisodeRecord]:
+        for line, obj in read_jsonl(self.path):
+            yield EpisodeRecord.from_dict(obj, path=str(self.path), line=line)
+
+    def records(self) -> list[EpisodeRecord]:
+        return list(self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in read_jsonl(self.path))
+
+    def done_keys(self, *, evaluated_only: bool = True) -> set[str]:
+        """Run keys already finished (and, by default, evaluated: unevaluated ones are retried)."""
+        keys = set()
+        for _, obj in read_jsonl(self.path):
+            key = (obj.get("tags") or {}).get("run_key")
+            ev = obj.get("evaluation") or {}
+            if key is not None and (not evaluated_only or ev.get("evaluated")):
+                keys.add(key)
+        return keys
+
+    def get(self, episode_id: str) -> EpisodeRecord:
+        for rec in self:
+            if rec.episode_id == episode_id:
+                return rec
+        raise KeyError(f"{self.path}: no episode with id {episode_id!r}")

@@ -1,0 +1,44 @@
+"""Exception types shared by every layer (the bottom of the data flow).
+
+A user's mistake gets one sentence naming what was wrong, where, and what is allowed.
+"""
+from __future__ import annotations
+
+
+class SotopiaError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class DataError(SotopiaError, ValueError):
+    """A file or record is malformed. The message names the file, the line and the field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        prefix = " ".join(where)
+        if field is not None:
+            prefix = f"{prefix}: field {field!r}" if prefix else f"field {field!r}"
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.path, self.line, self.field = path, line, field
+
+
+class ConfigError(SotopiaError, ValueError):
+    """A configuration value is not allowed. The message names the option and the allowed values."""
+
+
+class APIError(SotopiaError, RuntimeError):
+    """A model or judge API call failed for good (after retries, or on a non-retryable error)."""
+
+    def __init__(self, message: str, *, attempts: int | None = None):
+        if attempts is not None:
+            message = f"{message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class JudgeError(APIError):
+    """The judge's answer could not be validated after the allowed number of re-asks."""
