@@ -1,0 +1,188 @@
+"""An async chat client for any LiteLLM model string, with bounded concurrency, retries and
+token/cost accounting.
+
+Model strings are LiteLLM's: ``gpt-4o``, ``openai/<name>`` with ``api_base`` (any
+OpenAI-compatible server), ``hosted_vllm/<name>``, ``ollama/<name>``... tenacity is the only
+retry layer (LiteLLM's and the OpenAI SDK's own retries are switched off): rate limits,
+timeouts, connection errors and 5xx answers are retried with exponential back-off and jitter,
+honouring ``Retry-After``; authentication and bad-request errors fail at once. API keys come
+from the argument or the provider's environment variable and are never written anywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt  # noqa: E402
+
+from sotopia_env.errors import APIError  # noqa: E402
+
+litellm.suppress_debug_info = True  # no "Give Feedback" banner on every handled exception
+
+# Exceptions worth another try: the server may answer next time.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(litellm, name, None) for name in (
+        "RateLimitError", "Timeout", "APIConnectionError", "InternalServerError", "ServiceUnavailableError",
+        "BadGatewayError")) if isinstance(e, type))
+# Exceptions no retry can fix: the request or the credentials are wrong.
+FATAL_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(litellm, name, None) for name in (
+        "AuthenticationError", "BadRequestError", "PermissionDeniedError", "NotFoundError",
+        "ContextWindowExceededError", "ContentPolicyViolationError", "UnprocessableEntityError"))
+    if isinstance(e, type))
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for errors a later attempt may not meet: rate limits, timeouts, lost connections, 5xx."""
+    if isinstance(error, FATAL_ERRORS):
+        return False
+    if isinstance(error, RETRYABLE_ERRORS):
+        return True
+    status = getattr(error, "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status in (408, 429))
+
+
+def retry_after_seconds(error: BaseException | None) -> float | None:
+    """The server's ``Retry-After`` (seconds) carried by an error, if any."""
+    if error is None:
+        return None
+    headers = getattr(error, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(error, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:  # an HTTP date: not worth parsing, fall back to back-off
+        return None
+
+
+@dataclass
+class Completion:
+    """One chat completion: the assistant text and its accounting."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    """US dollars by LiteLLM's price table; 0 when the model's price is unknown (local servers)."""
+    attempts: int = 1
+    latency: float = 0.0
+
+
+class LLMClient:
+    """Async chat completions for one LiteLLM model.
+
+    ``max_concurrency`` bounds the requests in flight (per event loop); ``timeout`` is the
+    per-request limit in seconds; ``max_retries`` retries follow the first attempt, waiting
+    ``backoff_base * 2**k`` seconds (capped at ``backoff_max``) with full jitter, or the
+    server's ``Retry-After`` when it sends one.
+    """
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
+                 max_concurrency: int = 8, timeout: float = 60, max_retries: int = 5,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0):
+        self.model = model
+        self.api_base = api_base
+        self.__api_key = api_key  # name-mangled and kept out of repr/records on purpose
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self.usage = {"requests": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+
+    def __repr__(self) -> str:
+        return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, "
+                f"max_concurrency={self.max_concurrency}, timeout={self.timeout}, max_retries={self.max_retries})")
+
+    def describe(self) -> dict:
+        """Settings safe to store with a record (no key)."""
+        return {"model": self.model, "api_base": self.api_base, "timeout": self.timeout,
+                "max_retries": self.max_retries, "max_concurrency": self.max_concurrency}
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # A semaphore belongs to one event loop; sync wrappers may run several loops in turn.
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(id(loop))
+        if sem is None:
+            sem = self._semaphores[id(loop)] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        server = retry_after_seconds(error)
+        if server is not None:
+            return min(server, self.backoff_max)
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, cap)  # full jitter: spreads retries of many concurrent episodes
+
+    async def complete(self, messages: list[dict], *, temperature: float = 0.7, top_p: float = 1.0,
+                       max_tokens: int = 512, **extra) -> Completion:
+        """One chat completion with retries. Raises APIError (with the attempt count) when the
+        error cannot be retried or the retries are used up."""
+        kwargs = dict(model=self.model, messages=messages, temperature=temperature, top_p=top_p,
+                      max_tokens=max_tokens, timeout=self.timeout, num_retries=0, max_retries=0, **extra)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.__api_key:
+            kwargs["api_key"] = self.__api_key
+        attempts = 0
+        start = time.perf_counter()
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                                 retry=retry_if_exception(is_retryable), reraise=True)
+        try:
+            async with self._semaphore():
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        self.usage["attempts"] += 1
+                        response = await litellm.acompletion(**kwargs)
+        except FATAL_ERRORS as e:
+            raise APIError(f"{self.model}: {type(e).__name__} (not retried): {_short(e, self.__api_key)}",
+                           attempts=attempts) from e
+        except Exception as e:  # noqa: BLE001 - every other provider error ends as APIError with its attempts
+            kind = "gave up" if is_retryable(e) else "failed"
+            raise APIError(f"{self.model}: {kind} on {type(e).__name__}: {_short(e, self.__api_key)}",
+                           attempts=attempts) from e
+        text = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = completion_cost(response)
+        self.usage["requests"] += 1
+        self.usage["prompt_tokens"] += prompt_tokens
+        self.usage["completion_tokens"] += completion_tokens
+        self.usage["cost"] += cost
+        return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
+                          attempts=attempts, latency=time.perf_counter() - start)
+
+    def complete_sync(self, messages: list[dict], **kwargs) -> Completion:
+        """``complete`` from synchronous code (not from inside a running event loop)."""
+        return asyncio.run(self.complete(messages, **kwargs))
+
+
+def completion_cost(response) -> float:
+    """Cost in US dollars by LiteLLM's local price table, 0.0 for models it does not price."""
+    try:
+        return float(litellm.completion_cost(completion_response=response) or 0.0)
+    except Exception:  # noqa: BLE001 - LiteLLM raises assorted types for unpriced (e.g. local) models
+        return 0.0
+
+
+def _short(error: BaseException, secret: str | None = None, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    if secret:  # a provider may echo the key back in its error message
+        text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[:limit] + "..."
