@@ -1,0 +1,146 @@
+"""Several SOTOPIA runs side by side, in the layout of the SDPO paper's Table 1.
+
+    python -m benchmarks.compare runs/sotopia/a runs/sotopia/b ... [--dims goal relationship]
+                                 [--ci] [--out table.md]
+
+Each argument is a run folder written by ``python -m benchmarks.sotopia`` (or its
+``results.json``). Rows are agents (the run's ``name``, else its agent model); column groups
+are the interaction settings (``self-chat``, ``vs <partner>``), each split into the ``all``
+tasks and the ``hard`` subset, each with the chosen dimensions (default goal and
+relationship, the paper's two). Runs of the same agent against different partners fill
+the same row. The best mean of each column is in bold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sotopia_env.errors import ConfigError, DataError
+from sotopia_env.evaluation import DIMENSIONS
+
+from .results import COLUMNS, OVERALL, SHORT_NAMES, SUBSETS, MeanCI, summaries_from_document
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class RunResult:
+    """One run's agent label, interaction setting and agent summaries by subset."""
+
+    label: str
+    setting: str
+    by_subset: dict[str, MeanCI | dict]
+    path: Path
+
+
+def setting_name(config: dict) -> str:
+    """``self-chat`` or ``vs <partner model>``."""
+    partner = config.get("partner", "self")
+    return "self-chat" if partner in ("self", None, "") else f"vs {partner}"
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Read a run folder's (or a file's) results document into a RunResult."""
+    path = Path(path)
+    file = path / RESULTS_FILE if path.is_dir() else path
+    if not file.exists():
+        raise DataError(f"no {RESULTS_FILE} here; run `python -m benchmarks.sotopia output_dir={path}` first "
+                        "(it writes results.json at the end)", path=str(file))
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e}", path=str(file)) from None
+    if not isinstance(doc, dict) or "summaries" not in doc:
+        raise DataError("not a results document (no 'summaries')", path=str(file))
+    config = doc.get("config", {})
+    rows = [s for s in summaries_from_document(doc) if s.role == "agent" and s.seat == "all"]
+    agent_model = config.get("agent") or (rows[0].model if rows else "?")
+    label = config.get("name") or agent_model
+    by_subset = {}
+    for s in rows:
+        # A run has one tested model; if a file holds several, the agent's own id wins.
+        if s.subset not in by_subset or s.model == agent_model:
+            by_subset[s.subset] = s.columns
+    return RunResult(label=label, setting=setting_name(config), by_subset=by_subset, path=file)
+
+
+def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "relationship"),
+                  subsets: Sequence[str] = SUBSETS, ci: bool = False, digits: int = 2) -> str:
+    """The Table-1 Markdown table of ``runs``: one row per agent label, one column per
+    (setting, subset, dimension); the best mean of each column in bold."""
+    for d in dims:
+        if d not in COLUMNS:
+            raise ConfigError(f"unknown dimension {d!r}; allowed: {', '.join(COLUMNS)}")
+    settings: list[str] = []
+    labels: list[str] = []
+    cells: dict[tuple[str, str], RunResult] = {}
+    for run in runs:
+        if run.setting not in settings:
+            settings.append(run.setting)
+        if run.label not in labels:
+            labels.append(run.label)
+        if (run.label, run.setting) in cells:
+            raise ConfigError(f"two runs of agent {run.label!r} in setting {run.setting!r}: "
+                              f"{cells[(run.label, run.setting)].path} and {run.path}; give them different "
+                              "names (name=... when running benchmarks.sotopia)")
+        cells[(run.label, run.setting)] = run
+    # self-chat first, as in the paper
+    settings = sorted(settings, key=lambda s: (s != "self-chat", settings.index(s)))
+    columns = [(st, sub, d) for st in settings for sub in subsets for d in dims]
+
+    def value(label, column) -> MeanCI | None:
+        st, sub, d = column
+        run = cells.get((label, st))
+        if run is None or sub not in run.by_subset:
+            return None
+        return run.by_subset[sub].get(d)
+
+    best = {}
+    for col in columns:
+        means = [v.mean for v in (value(lb, col) for lb in labels) if v is not None and v.mean is not None]
+        best[col] = max(means) if means else None
+    header = ["agent"] + [f"{st} · {sub} · {SHORT_NAMES.get(d, d)}" for st, sub, d in columns]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join(["---:"] * len(columns)) + "|"]
+    for lb in labels:
+        row = [lb]
+        for col in columns:
+            v = value(lb, col)
+            if v is None or v.mean is None:
+                row.append("–")
+                continue
+            text = f"{v.mean:.{digits}f}"
+            if len(labels) > 1 and best[col] is not None and v.mean == best[col]:
+                text = f"**{text}**"
+            if ci and v.half_width is not None:
+                text += f" ± {v.half_width:.{digits}f}"
+            row.append(text)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders of benchmarks.sotopia (or their results.json)")
+    parser.add_argument("--dims", nargs="+", default=["goal", "relationship"],
+                        help=f"columns to show; allowed: {', '.join(DIMENSIONS + (OVERALL,))}")
+    parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=list(SUBSETS))
+    parser.add_argument("--ci", action="store_true", help="append the 95 %% CI half-width to each mean")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    table = compare_table([load_run(p) for p in args.runs], dims=args.dims, subsets=args.subsets, ci=args.ci)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    return table
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
