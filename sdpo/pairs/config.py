@@ -1,0 +1,232 @@
+"""Configuration of the pair-building pipeline (hydra structured config, ``python -m sdpo.pairs``).
+
+Every field is documented once, here. ``OmegaConf.to_object`` builds the dataclasses so that
+``__post_init__`` validates the values; a bad value raises ConfigError naming the option and
+what is allowed. API keys are never part of the config: ``api_key_env`` names the environment
+variable that holds one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sotopia_env.errors import ConfigError
+
+
+class Stage(str, Enum):
+    """A stage of the pipeline (SDPO.md §2); ``all`` runs them in order."""
+
+    collect = "collect"
+    negatives = "negatives"
+    locate = "locate"
+    sample = "sample"
+    segment = "segment"
+    scratch = "scratch"
+    write = "write"
+    summary = "summary"
+    all = "all"
+
+
+class NegativeRule(str, Enum):
+    """Which sessions are negatives (SDPO.md §6)."""
+
+    paper = "paper"
+    """goal < goal_below (the paper's text, default 7)."""
+    authors = "authors"
+    """goal <= goal_at_most or relationship <= relationship_at_most (the authors' scripts: 7 and 2)."""
+
+
+class Interlocutors(str, Enum):
+    """Which sessions the written pairs come from (the paper's partner ablation)."""
+
+    self_chat = "self"
+    partner = "partner"
+    both = "both"
+
+
+class PairKind(str, Enum):
+    """Kinds of pair files the write stage produces (SDPO.md §3 baselines)."""
+
+    sdpo = "sdpo"
+    dpo = "dpo"
+    eto = "eto"
+    dmpo = "dmpo"
+    preferred_sft = "preferred_sft"
+
+
+class SegmentMethod(str, Enum):
+    """How the segment is chosen: by the judge (the paper's SDPO) or fixed lengths (the ablation)."""
+
+    judge = "judge"
+    fixed = "fixed"
+
+
+@dataclass
+class ModelsConfig:
+    agent: str = "embedded"
+    """The trained agent (the BC model): "embedded", a local path, "hf:<id>" or a LiteLLM model string."""
+    partner: str = "embedded"
+    """The interlocutor in partner sessions (the paper: gpt-4o)."""
+    judge: str = "embedded"
+    """Episode judge, error locator and segment selector. "embedded"/local path: local judge and
+    log-probability fallbacks; otherwise a LiteLLM model answering JSON."""
+    positive_model: str | None = None
+    """If set, this model plays the trained seat when sampling positives (out-of-distribution ablation)."""
+    api_base: str | None = None
+    """OpenAI-compatible endpoint for LiteLLM models (None: the provider's default)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    max_new_tokens: int = 128
+    """Token limit of one agent turn (local and API models)."""
+    judge_max_tokens: int = 512
+    """Token limit of one judge answer for error location and segment selection."""
+    max_concurrency: int = 8
+    """Concurrent API calls / episodes."""
+
+
+@dataclass
+class CollectConfig:
+    split: str = "align"
+    """Built-in task split the agent plays ("bc", "align", "test", "hard", "all")."""
+    task_ids: list[str] = field(default_factory=list)
+    """Play only these task ids/codenames (empty: the whole split)."""
+    max_tasks: int | None = None
+    """Use at most this many tasks of the split (in file order)."""
+    interlocutors: list[str] = field(default_factory=lambda: ["self", "partner"])
+    """Sessions to collect: "self" (self-chat) and/or "partner" (the agent against models.partner, both seats)."""
+    repeats: int = 1
+    """Sessions per task and interlocutor."""
+    temperature: float = 0.7
+    """Sampling temperature of both seats while collecting (the paper's test setting)."""
+    max_turns: int = 20
+    """Turn limit of a session."""
+
+
+@dataclass
+class NegativesConfig:
+    rule: NegativeRule = NegativeRule.paper
+    goal_below: float = 7.0
+    """paper rule: a session is negative for a seat if its goal score < goal_below."""
+    goal_at_most: float = 7.0
+    """authors rule: goal <= goal_at_most ..."""
+    relationship_at_most: float = 2.0
+    """... or relationship <= relationship_at_most."""
+    max_per_scenario_side: int | None = None
+    """At most this many negatives per (scenario, seat); the authors used 3. None: no limit."""
+
+
+@dataclass
+class LocateConfig:
+    max_reasks: int = 2
+    """Re-asks after an invalid judge answer; then the negative is skipped and counted."""
+
+
+@dataclass
+class SampleConfig:
+    n: int = 5
+    """Continuations sampled from the history before the error turn."""
+    target_temperature: float = 1.0
+    """Temperature of the trained seat while sampling positives."""
+    partner_temperature: float = 0.7
+    """Temperature of the other seat while sampling positives."""
+
+
+@dataclass
+class SegmentConfig:
+    method: SegmentMethod = SegmentMethod.judge
+    fixed: list[int] = field(default_factory=lambda: [3, 3])
+    """For method=fixed: [negative, positive] segment lengths in agent turns (the paper's [a,b] ablation)."""
+    max_reasks: int = 2
+    """Re-asks after an invalid judge answer; then the pair is dropped and counted."""
+
+
+@dataclass
+class ScratchConfig:
+    n: int = 5
+    """Sessions sampled from the start per negative, for ETO/DMPO."""
+    only_kept: bool = True
+    """Sample only for negatives that gave an SDPO pair (the same negatives as SDPO), else for all."""
+
+
+@dataclass
+class WriteConfig:
+    kinds: list[str] = field(default_factory=lambda: ["sdpo"])
+    """Pair files to write: sdpo, dpo, eto, dmpo, preferred_sft (each to pairs_<kind>.jsonl)."""
+    interlocutors: Interlocutors = Interlocutors.both
+    """Keep pairs from self-chat sessions, partner sessions, or both."""
+    output: str | None = None
+    """Also copy the first kind's pairs to this path (e.g. sdpo/data/demo_pairs.jsonl)."""
+
+
+@dataclass
+class PairsConfig:
+    """``python -m sdpo.pairs out_dir=runs/pairs stage=all models.judge=gpt-4o ...``"""
+
+    out_dir: str = "runs/pairs"
+    """The run's folder: every stage file, the pair files and the summary live here."""
+    stage: Stage = Stage.all
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    locate: LocateConfig = field(default_factory=LocateConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+    seed: int = 11
+    """Base seed; each sampled session's seed is derived from it and its run key."""
+    device: str | None = None
+    """Device of local models (None: CUDA if present)."""
+    progress: bool = True
+
+    def __post_init__(self):
+        self.stage = _enum(Stage, self.stage, "stage")
+        self.negatives.rule = _enum(NegativeRule, self.negatives.rule, "negatives.rule")
+        self.segment.method = _enum(SegmentMethod, self.segment.method, "segment.method")
+        self.write.interlocutors = _enum(Interlocutors, self.write.interlocutors, "write.interlocutors")
+        allowed = {i.value for i in Interlocutors} - {"both"}
+        for value in self.collect.interlocutors:
+            if value not in allowed:
+                raise ConfigError(f"collect.interlocutors: {value!r} is not allowed; allowed: self, partner")
+        if not self.collect.interlocutors:
+            raise ConfigError("collect.interlocutors: give at least one of self, partner")
+        for value in self.write.kinds:
+            _enum(PairKind, value, "write.kinds")
+        for name, value in (("sample.n", self.sample.n), ("scratch.n", self.scratch.n),
+                            ("collect.repeats", self.collect.repeats), ("collect.max_turns", self.collect.max_turns),
+                            ("models.max_new_tokens", self.models.max_new_tokens),
+                            ("models.max_concurrency", self.models.max_concurrency)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("locate.max_reasks", self.locate.max_reasks),
+                            ("segment.max_reasks", self.segment.max_reasks)):
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        fixed = list(self.segment.fixed)
+        if len(fixed) != 2 or not all(isinstance(k, int) and k >= 1 for k in fixed):
+            raise ConfigError(f"segment.fixed must be [negative, positive] lengths >= 1 in agent turns, got {fixed!r}")
+        for name, t in (("sample.target_temperature", self.sample.target_temperature),
+                        ("sample.partner_temperature", self.sample.partner_temperature),
+                        ("collect.temperature", self.collect.temperature)):
+            if not 0.0 <= float(t) <= 2.0:
+                raise ConfigError(f"{name} must be in [0, 2], got {t!r}")
+        mx = self.negatives.max_per_scenario_side
+        if mx is not None and (not isinstance(mx, int) or mx < 1):
+            raise ConfigError(f"negatives.max_per_scenario_side must be a positive integer or null, got {mx!r}")
+
+
+def _enum(kind: type[Enum], value, name: str):
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}") from None
+
+
+def register() -> None:
+    """Register the config with hydra's ConfigStore under the name ``pairs``."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="pairs", node=PairsConfig)
