@@ -1,0 +1,191 @@
+"""One forward pass for a batch of tokenized pairs -> per-turn log-probs of both sides.
+
+Prefix sharing: the history both sides share is computed once per pair. Each pair is one packed
+row ``[shared prefix | chosen rest | rejected rest]``; a 4D attention mask lets each branch see
+the prefix and itself (causally) but not the other branch, and position ids restart after the
+prefix, so every branch token has the same attention context and position as in a separate
+forward of its own side. Without prefix sharing, the chosen and the rejected sequences are two
+padded rows of one batch (TRL's ``[chosen; rejected]`` concatenation).
+
+Either way the LM head is applied only at the positions that predict a target token
+(``logits_to_keep`` as a boolean mask), so the vocabulary projection costs one row per target
+token instead of one per input token. Token log-probs are summed per turn with ``index_put_``
+(no Python loop over turns or tokens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .tokenize import NO_TURN, TokenizedPair
+
+PREFIX, CHOSEN, REJECTED, PADDING = 0, 1, 2, 3
+"""Branch id of each position of a packed row (what it may attend to is decided by it)."""
+
+
+@dataclass
+class PackedBatch:
+    """Model inputs for a batch of pairs plus where to read each target token's log-prob.
+
+    ``input_ids``/``position_ids``: (rows, length); ``branch``: (rows, length) branch id of each
+    position when rows are packed (None: plain right-padded rows, ``attention_mask`` (rows, length)).
+    ``keep``: (rows, length) bool, positions whose logits are needed. For each of the N target
+    tokens: ``logit_row`` (N,) its row among the kept positions (row-major), ``target_ids`` (N,),
+    ``pair`` (N,) index of its pair in the batch, ``side`` (N,) 0 chosen / 1 rejected, ``turn``
+    (N,) index within the segment. ``n_turns``: (pairs, 2) segment lengths (0 for a missing side).
+    ``n_tokens``: real (non-padding) tokens fed to the model.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    branch: torch.Tensor | None
+    keep: torch.Tensor
+    logit_row: torch.Tensor
+    target_ids: torch.Tensor
+    pair: torch.Tensor
+    side: torch.Tensor
+    turn: torch.Tensor
+    n_turns: torch.Tensor
+    n_tokens: int
+
+    def to(self, device) -> "PackedBatch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return PackedBatch(**moved)
+
+
+def pack_pairs(pairs: Sequence[TokenizedPair], *, prefix_sharing: bool = True, pad_id: int = 0) -> PackedBatch:
+    """Lay out a batch of pairs as model rows (see the module docstring)."""
+    rows: list[tuple[list[int], list[int], list[int]]] = []      # (ids, positions, branch ids)
+    # per target token: (row, position that predicts it, token id, pair, side, turn)
+    targets: list[tuple[int, int, int, int, int, int]] = []
+    n_turns = torch.zeros(len(pairs), 2, dtype=torch.long)
+    for b, tp in enumerate(pairs):
+        sides = [(0, tp.chosen)] + ([(1, tp.rejected)] if tp.rejected is not None else [])
+        for s, side in sides:
+            n_turns[b, s] = side.n_turns
+        if prefix_sharing and tp.rejected is not None:
+            p = tp.prefix_len
+            c, r = tp.chosen, tp.rejected
+            ids = c.input_ids + r.input_ids[p:]
+            positions = list(range(len(c.input_ids))) + list(range(p, len(r.input_ids)))
+            branch = [PREFIX] * p + [CHOSEN] * (len(c.input_ids) - p) + [REJECTED] * (len(r.input_ids) - p)
+            row = len(rows)
+            rows.append((ids, positions, branch))
+            for q, k in enumerate(c.turn_index):
+                if k != NO_TURN:
+                    targets.append((row, q - 1, c.input_ids[q], b, 0, k))
+            offset = len(c.input_ids) - p          # packed index of rejected token q is q + offset
+            for q in range(p, len(r.input_ids)):
+                k = r.turn_index[q]
+                if k != NO_TURN:
+                    # the first rejected-branch token is predicted from the last prefix position
+                    source = p - 1 if q == p else q - 1 + offset
+                    targets.append((row, source, r.input_ids[q], b, 1, k))
+        else:
+            for s, side in sides:
+                row = len(rows)
+                rows.append((side.input_ids, list(range(len(side.input_ids))), [CHOSEN] * len(side.input_ids)))
+                for q, k in enumerate(side.turn_index):
+                    if k != NO_TURN:
+                        targets.append((row, q - 1, side.input_ids[q], b, s, k))
+    length = max(len(ids) for ids, _, _ in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), length), dtype=torch.long)
+    branch = torch.full((len(rows), length), PADDING, dtype=torch.long)
+    for i, (ids, positions, br) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        position_ids[i, :len(ids)] = torch.tensor(positions)
+        branch[i, :len(ids)] = torch.tensor(br)
+    t = torch.tensor(targets, dtype=torch.long).reshape(-1, 6)
+    keep = torch.zeros((len(rows), length), dtype=torch.bool)
+    keep[t[:, 0], t[:, 1]] = True
+    # Rank of each kept position in row-major order = its row in the (kept, vocab) logits.
+    rank = torch.full((len(rows), length), -1, dtype=torch.long)
+    rank[keep] = torch.arange(int(keep.sum()))
+    packed = prefix_sharing and any(tp.rejected is not None for tp in pairs)
+    return PackedBatch(
+        input_ids=input_ids, position_ids=position_ids,
+        attention_mask=(branch != PADDING).long(), branch=branch if packed else None,
+        keep=keep, logit_row=rank[t[:, 0], t[:, 1]], target_ids=t[:, 2], pair=t[:, 3], side=t[:, 4],
+        turn=t[:, 5], n_turns=n_turns, n_tokens=int((branch != PADDING).sum()))
+
+
+def branch_attention_mask(branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(rows, 1, length, length) additive mask from branch ids: position q sees k <= q when k is in
+    the shared prefix or in q's own branch. Padding sees earlier padding and the prefix only, so no
+    query row is fully masked (which would give NaN)."""
+    length = branch.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=branch.device).tril()
+    same = (branch[:, None, :] == PREFIX) | (branch[:, None, :] == branch[:, :, None])
+    allowed = (causal & same)[:, None]
+    zero = torch.zeros((), dtype=dtype, device=branch.device)
+    return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=branch.device))
+
+
+@dataclass
+class PairLogps:
+    """Log-probs of a batch of pairs. ``chosen``/``rejected``: (pairs, turns) per-turn sums of
+    target token log-probs (0 beyond a row's segment); ``chosen_mask``/``rejected_mask``: (pairs,
+    turns) bool, True inside the segment. ``chosen_tokens``/``chosen_token_mask``: (pairs, tokens)
+    per-token log-probs of the chosen side's targets (for the SFT losses). ``rejected`` and its
+    mask are None when no pair of the batch has a rejected side."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor | None
+    chosen_mask: torch.Tensor
+    rejected_mask: torch.Tensor | None
+    chosen_tokens: torch.Tensor
+    chosen_token_mask: torch.Tensor
+
+
+def _model_dtype(model) -> torch.dtype:
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
+def target_logps(model, batch: PackedBatch) -> torch.Tensor:
+    """(N,) log-prob of every target token of the batch, in ``batch`` order, from one forward."""
+    if batch.branch is not None:
+        attention_mask = branch_attention_mask(batch.branch, _model_dtype(model))
+    else:
+        attention_mask = batch.attention_mask
+    logits = model(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
+                   logits_to_keep=batch.keep, use_cache=False).logits
+    logits = logits.reshape(-1, logits.shape[-1])   # (kept positions, vocab)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()   # log-probs in at least fp32 (bf16 logsumexp loses digits)
+    # log softmax at the target only: logit - logsumexp, without materialising the full log-softmax
+    return logits[batch.logit_row, batch.target_ids] - torch.logsumexp(logits, dim=-1)[batch.logit_row]
+
+
+def pair_logps(model, batch: PackedBatch) -> PairLogps:
+    """Per-turn log-probs of both sides for a packed batch (one forward; see the module doc)."""
+    token_logps = target_logps(model, batch)
+    pairs = batch.n_turns.shape[0]
+    device = token_logps.device
+
+    def per_turn(s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(int(batch.n_turns[:, s].max()), 1)
+        sel = batch.side == s
+        out = torch.zeros(pairs, width, dtype=token_logps.dtype, device=device)
+        out = out.index_put((batch.pair[sel], batch.turn[sel]), token_logps[sel], accumulate=True)
+        mask = torch.arange(width, device=device)[None, :] < batch.n_turns[:, s:s + 1].to(device)
+        return out, mask
+
+    chosen, chosen_mask = per_turn(0)
+    has_rejected = bool((batch.n_turns[:, 1] > 0).any())
+    rejected, rejected_mask = per_turn(1) if has_rejected else (None, None)
+    # chosen-side token log-probs as a padded (pairs, tokens) tensor for the SFT losses
+    sel = batch.side == 0
+    pair_of = batch.pair[sel]
+    counts = torch.bincount(pair_of, minlength=pairs)
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(int(sel.sum()), device=device) - starts[pair_of]
+    width = max(int(counts.max()), 1)
+    tokens = torch.zeros(pairs, width, dtype=token_logps.dtype, device=device)
+    tokens = tokens.index_put((pair_of, column), token_logps[sel])
+    token_mask = torch.arange(width, device=device)[None, :] < counts[:, None]
+    return PairLogps(chosen=chosen, rejected=rejected, chosen_mask=chosen_mask, rejected_mask=rejected_mask,
+                     chosen_tokens=tokens, chosen_token_mask=token_mask)
