@@ -1,0 +1,462 @@
+"""The pair-building pipeline: one method per stage, each concurrent and resumable.
+
+Files in the run's folder (``config.out_dir``), in the order the stages write them:
+
+================================ ===========================================================
+``config.yaml``                  the resolved config of the last run (no API keys)
+``episodes.jsonl``               collect: judged sessions (EpisodeStore, keyed by run key)
+``negatives.jsonl``              negatives: one line per negative (rebuilt, no model calls)
+``locate.jsonl``                 locate: error turn per negative (append-only ledger)
+``branches.jsonl``               sample: continuations from the error turn (EpisodeStore)
+``sample.jsonl``                 sample: positive chosen / negative dropped (ledger)
+``segment.jsonl``                segment: the judge's segment per kept pair (ledger)
+``scratch_episodes.jsonl``       scratch: sessions sampled from the start, ETO/DMPO (EpisodeStore)
+``scratch.jsonl``                scratch: positive chosen / dropped (ledger)
+``pairs_<kind>.jsonl``           write: the pair files (rebuilt atomically each run)
+``summary.json``                 summary: counts per stage, drops with reasons, calls and cost
+================================ ===========================================================
+
+A killed run restarts where it stopped: episode stores skip run keys already judged, ledgers
+skip keys with a final entry, so finished work costs no second model or judge call.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+from agents.formatter import ConversationFormat
+from sotopia_env.episode import EpisodeRecord, EpisodeStore
+from sotopia_env.errors import ConfigError
+from sotopia_env.profiles import Task
+
+from .config import PairKind, PairsConfig, SegmentMethod, Stage
+from .locate import LocalTurnScorer, locate_one
+from .negatives import Negative, select_negatives
+from .sample import branch_run_key, continuation, decide, sample_seed
+from .segment import select_one
+from .stages import StageFile
+from .write import build_pairs, write_pair_file
+
+
+def is_local_model(model_id: str) -> bool:
+    """Local models (embedded, ``hf:<id>``, a folder) run in-process; others go through LiteLLM."""
+    from agents.models import is_embedded
+
+    return is_embedded(model_id) or model_id.startswith("hf:") or Path(model_id).is_dir()
+
+
+class PairPipeline:
+    """Builds SDPO pairs (and the baselines' data) for one run folder.
+
+    ``tasks`` overrides the built-in split of ``config.collect``. The models are loaded on first
+    use; one local model id is loaded once and shared by every seat and the judge.
+    """
+
+    def __init__(self, config: PairsConfig, *, tasks: Sequence[Task] | None = None):
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._tasks = list(tasks) if tasks is not None else None
+        self._local: dict[str, tuple] = {}
+        self._judge = None
+        self._client = None
+        self._scorer = None
+        self.fmt = ConversationFormat(max_turns=config.collect.max_turns)
+        self.episodes = EpisodeStore(self.out / "episodes.jsonl")
+        self.branches = EpisodeStore(self.out / "branches.jsonl")
+        self.scratch_episodes = EpisodeStore(self.out / "scratch_episodes.jsonl")
+        self.ledgers = {name: StageFile(self.out / f"{name}.jsonl") for name in ("locate", "sample", "segment",
+                                                                                   "scratch")}
+
+    # ------------------------------------------------------------------ models
+
+    def _local_model(self, model_id: str):
+        if model_id not in self._local:
+            from agents.models import load_model, load_tokenizer
+
+            self._local[model_id] = (load_model(model_id.removeprefix("hf:"), device=self.config.device).eval(),
+                                     load_tokenizer(model_id.removeprefix("hf:")))
+        return self._local[model_id]
+
+    def _api_key(self) -> str | None:
+        name = self.config.models.api_key_env
+        if name is None:
+            return None
+        if name not in os.environ:
+            raise ConfigError(f"models.api_key_env names {name!r}, but that environment variable is not set")
+        return os.environ[name]
+
+    def policy(self, model_id: str, temperature: float):
+        """A policy for ``model_id`` sampling at ``temperature`` (local models share their weights)."""
+        m = self.config.models
+        if is_local_model(model_id):
+            from agents.hf_policy import HFPolicy
+
+            model, tokenizer = self._local_model(model_id)
+            policy = HFPolicy(model_id.removeprefix("hf:"), temperature=temperature, max_new_tokens=m.max_new_tokens,
+                              model=model, tokenizer=tokenizer, fmt=self.fmt)
+        else:
+            from agents.policy import build_policy
+
+            settings = {"temperature": temperature, "max_tokens": m.max_new_tokens, "api_base": m.api_base}
+            key = self._api_key()
+            if key is not None:
+                settings["api_key"] = key
+            policy = build_policy(model_id, **settings)
+            policy.fmt = self.fmt
+        return policy
+
+    @property
+    def judge(self):
+        """The episode judge: the local judge for a local model, else the LLM judge."""
+        if self._judge is None:
+            from agents.judge import LLMJudge, LocalJudge
+
+            judge_id = self.config.models.judge
+            if is_local_model(judge_id):
+                model, tokenizer = self._local_model(judge_id)
+                self._judge = LocalJudge(model=model, tokenizer=tokenizer)
+            else:
+                self._judge = LLMJudge(judge_id, api_base=self.config.models.api_base, api_key=self._api_key())
+        return self._judge
+
+    def _asker(self) -> dict:
+        """How error location and segment selection are answered: an LLM client, or the local scorer."""
+        judge_id = self.config.models.judge
+        if is_local_model(judge_id):
+            if self._scorer is None:
+                self._scorer = LocalTurnScorer(*self._local_model(judge_id))
+            return {"scorer": self._scorer}
+        if self._client is None:
+            from agents.llm_client import LLMClient
+
+            self._client = LLMClient(judge_id, api_base=self.config.models.api_base, api_key=self._api_key(),
+                                     max_concurrency=self.config.models.max_concurrency)
+        return {"client": self._client}
+
+    # ------------------------------------------------------------------ stage 1: collect
+
+    def tasks(self) -> list[Task]:
+        if self._tasks is None:
+            from sotopia_env import builtin_tasks, get_task
+
+            c = self.config.collect
+            tasks = [get_task(t) for t in c.task_ids] if c.task_ids else builtin_tasks(c.split)
+            self._tasks = tasks[: c.max_tasks] if c.max_tasks is not None else tasks
+        return self._tasks
+
+    def _run(self, jobs: list, store: EpisodeStore) -> None:
+        from agents.runner import run_episodes
+
+        done = store.done_keys()
+        pending = [j for j in jobs if j.run_key not in done]
+        if pending:
+            run_episodes(pending, store, self.judge, concurrency=self.config.models.max_concurrency,
+                         progress=self.config.progress)
+
+    def collect(self) -> None:
+        """Stage 1: the agent plays the tasks in self-chat and against the partner (both seats); judged."""
+        from agents.runner import EpisodeJob
+
+        c, m = self.config.collect, self.config.models
+        done = self.episodes.done_keys()
+        agent = partner = None
+        jobs = []
+        for task in self.tasks():
+            for rep in range(c.repeats):
+                for kind in c.interlocutors:
+                    seats = [None] if kind == "self" else [0, 1]
+                    for seat in seats:
+                        key = f"collect/{kind}/{task.pk}/{'both' if seat is None else f'seat{seat}'}/{rep}"
+                        if key in done:
+                            continue
+                        agent = agent or self.policy(m.agent, c.temperature)
+                        if kind == "self":
+                            policies, agent_seats = (agent, agent), [0, 1]
+                        else:
+                            partner = partner or self.policy(m.partner, c.temperature)
+                            policies = (agent, partner) if seat == 0 else (partner, agent)
+                            agent_seats = [seat]
+                        jobs.append(EpisodeJob(task=task, policies=policies, run_key=key,
+                                               seed=sample_seed(self.config.seed, key), max_turns=c.max_turns,
+                                               tags={"interlocutor": kind, "agent_seats": agent_seats,
+                                                     "stage": "collect"}))
+        self._run(jobs, self.episodes)
+
+    # ------------------------------------------------------------------ stage 2: negatives
+
+    def negatives(self) -> tuple[list[Negative], dict]:
+        """Stage 2: negatives from the judged sessions (no model call; the file is rebuilt)."""
+        negatives, counts = select_negatives(self._latest(self.episodes).values(), self.config.negatives)
+        path = self.out / "negatives.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(n.to_dict()) + "\n" for n in negatives), encoding="utf-8")
+        os.replace(tmp, path)
+        return negatives, counts
+
+    @staticmethod
+    def _latest(store: EpisodeStore) -> dict[str, EpisodeRecord]:
+        """Records by episode id; for a run key stored twice (a failed judge retried) the judged one."""
+        by_key: dict[str, EpisodeRecord] = {}
+        for rec in store:
+            key = rec.tags.get("run_key", rec.episode_id)
+            if key not in by_key or rec.evaluated or not by_key[key].evaluated:
+                by_key[key] = rec
+        return {rec.episode_id: rec for rec in by_key.values()}
+
+    # ------------------------------------------------------------------ stage 3: locate
+
+    def locate(self) -> None:
+        """Stage 3: the judge names each negative's error turn (validated, bounded re-asks)."""
+        negatives, _ = self.negatives()
+        episodes = self._latest(self.episodes)
+        ledger = self.ledgers["locate"]
+        final = ledger.final()
+        pending = [n for n in negatives if n.key not in final]
+        asker = self._asker()
+
+        async def one(neg: Negative):
+            entry = await locate_one(episodes[neg.episode_id], neg.agent_index, max_reasks=self.config.locate.max_reasks,
+                                     max_tokens=self.config.models.judge_max_tokens, **asker)
+            ledger.append({"key": neg.key, **entry})
+
+        self._gather([one(n) for n in pending], "locate")
+
+    def _gather(self, coroutines: list, desc: str) -> None:
+        if not coroutines:
+            return
+        from tqdm.auto import tqdm
+
+        async def main():
+            sem = asyncio.Semaphore(self.config.models.max_concurrency)
+            bar = tqdm(total=len(coroutines), desc=desc, disable=not self.config.progress)
+
+            async def bounded(c):
+                async with sem:
+                    await c
+                bar.update(1)
+
+            await asyncio.gather(*(bounded(c) for c in coroutines))
+            bar.close()
+
+        asyncio.run(main())
+
+    # ------------------------------------------------------------------ stage 4: sample
+
+    def _sampling_policies(self, negative: EpisodeRecord, seat: int, interlocutor: str) -> tuple:
+        """(seat 0, seat 1) policies for sampling: the trained seat at the target temperature (played
+        by ``positive_model`` in the out-of-distribution ablation), the other at the partner's."""
+        m, s = self.config.models, self.config.sample
+        target = self.policy(m.positive_model or m.agent, s.target_temperature)
+        other = self.policy(m.agent if interlocutor == "self" else m.partner, s.partner_temperature)
+        return (target, other) if seat == 0 else (other, target)
+
+    def _sample_jobs(self, prefix: str, neg: Negative, record: EpisodeRecord, branch_turn: int, n: int,
+                     policies: tuple) -> list:
+        from agents.runner import EpisodeJob
+
+        model = self.config.models.positive_model or self.config.models.agent
+        jobs = []
+        for i in range(n):
+            key = branch_run_key(prefix, neg.key, branch_turn, model, i)
+            jobs.append(EpisodeJob(task=record.task, policies=policies, run_key=key,
+                                   seed=sample_seed(self.config.seed, key), history=list(record.turns[:branch_turn]),
+                                   parent_episode_id=record.episode_id, branch_turn=branch_turn or None,
+                                   max_turns=self.config.collect.max_turns,
+                                   tags={"interlocutor": neg.interlocutor, "agent_seats": [neg.agent_index],
+                                         "stage": prefix, "negative": neg.key}))
+        return jobs
+
+    def _sample_stage(self, prefix: str, ledger: StageFile, store: EpisodeStore, todo: list[tuple[Negative, int]],
+                      n: int) -> None:
+        """Sample ``n`` continuations for each (negative, branch turn), judge them, record the decision."""
+        episodes = self._latest(self.episodes)
+        final = ledger.final()
+        todo = [(neg, e) for neg, e in todo if neg.key not in final]
+        if not todo:
+            return
+        jobs, cache = [], {}
+        for neg, e in todo:
+            record = episodes[neg.episode_id]
+            group = (neg.interlocutor, neg.agent_index)
+            if group not in cache:
+                cache[group] = self._sampling_policies(record, neg.agent_index, neg.interlocutor)
+            jobs += self._sample_jobs(prefix, neg, record, e, n, cache[group])
+        self._run(jobs, store)
+        by_key = {rec.tags.get("run_key"): rec for rec in self._latest(store).values()}
+        model = self.config.models.positive_model or self.config.models.agent
+        for neg, e in todo:
+            keys = [branch_run_key(prefix, neg.key, e, model, i) for i in range(n)]
+            candidates = [by_key.get(k) for k in keys]
+            if any(c is None or not c.evaluated for c in candidates):
+                # Not finished work: the runner retries missing or unjudged sessions on the next run.
+                missing = sum(c is None for c in candidates)
+                ledger.append({"key": neg.key, "status": "error", "reason": "candidates_unfinished",
+                               "missing": missing, "unjudged": sum(c is not None and not c.evaluated
+                                                                   for c in candidates)})
+                continue
+            entry = decide(episodes[neg.episode_id], neg.agent_index, e, candidates,
+                           compare_first_turn=prefix == "branch")
+            ledger.append({"key": neg.key, **entry, "model": model})
+
+    def sample(self) -> None:
+        """Stage 4: N continuations from the history before the error turn; keep the best if it wins."""
+        negatives, _ = self.negatives()
+        located = self.ledgers["locate"].final()
+        todo = [(n, int(located[n.key]["index"])) for n in negatives
+                if located.get(n.key, {}).get("status") == "ok"]
+        self._sample_stage("branch", self.ledgers["sample"], self.branches, todo, self.config.sample.n)
+
+    # ------------------------------------------------------------------ stage 5: segment
+
+    def segment(self) -> None:
+        """Stage 5: the judge picks the positive's segment (validated); fixed lengths need no judge."""
+        if self.config.segment.method != SegmentMethod.judge:
+            return
+        negatives, _ = self.negatives()
+        episodes = self._latest(self.episodes)
+        branches = self._latest(self.branches)
+        kept = {k: e for k, e in self.ledgers["sample"].final().items() if e["status"] == "kept"}
+        ledger = self.ledgers["segment"]
+        final = ledger.final()
+        pending = [n for n in negatives if n.key in kept and n.key not in final]
+        asker = self._asker()
+
+        async def one(neg: Negative):
+            negative = episodes[neg.episode_id]
+            positive = branches[kept[neg.key]["positive"]]
+            e = kept[neg.key]["branch_turn"]
+            positive_turns = negative.turns[:e] + continuation(positive, e, negative.turns[:e])
+            entry = await select_one(negative, positive_turns, neg.agent_index, e,
+                                     max_reasks=self.config.segment.max_reasks,
+                                     max_tokens=self.config.models.judge_max_tokens, **asker)
+            ledger.append({"key": neg.key, **entry})
+
+        self._gather([one(n) for n in pending], "segment")
+
+    # ------------------------------------------------------------------ ETO / DMPO: sessions from the start
+
+    def scratch(self) -> None:
+        """ETO/DMPO data: N sessions sampled from the start for the same negatives; best vs. negative."""
+        kinds = set(self.config.write.kinds)
+        if not kinds & {PairKind.eto.value, PairKind.dmpo.value}:
+            return
+        negatives, _ = self.negatives()
+        if self.config.scratch.only_kept:
+            kept = {k for k, e in self.ledgers["sample"].final().items() if e["status"] == "kept"}
+            negatives = [n for n in negatives if n.key in kept]
+        self._sample_stage("scratch", self.ledgers["scratch"], self.scratch_episodes, [(n, 0) for n in negatives],
+                           self.config.scratch.n)
+
+    # ------------------------------------------------------------------ stage 6: write
+
+    def write(self) -> dict[str, Counter]:
+        """Write ``pairs_<kind>.jsonl`` for each configured kind; returns the counts per kind."""
+        negatives, _ = self.negatives()
+        episodes = {**self._latest(self.episodes), **self._latest(self.branches), **self._latest(self.scratch_episodes)}
+        stages = {name: ledger.final() for name, ledger in self.ledgers.items()}
+        results = {}
+        for i, kind in enumerate(self.config.write.kinds):
+            pairs, counts = build_pairs(kind, negatives, episodes, segment_method=self.config.segment.method,
+                                        fixed=self.config.segment.fixed, interlocutors=self.config.write.interlocutors,
+                                        fmt=self.fmt, **stages)
+            for rec in pairs:
+                rec.provenance["run"] = {"agent": self.config.models.agent, "partner": self.config.models.partner,
+                                         "judge": self.config.models.judge, "out_dir": str(self.out)}
+            write_pair_file(self.out / f"pairs_{kind}.jsonl", pairs)
+            if i == 0 and self.config.write.output:
+                write_pair_file(self.config.write.output, pairs)
+            results[kind] = counts
+        return results
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, write_counts: dict[str, Counter] | None = None) -> dict:
+        """Counts at each stage, drops with reasons, judge calls and cost; saved as summary.json."""
+        _, neg_counts = self.negatives()
+        episodes = self._latest(self.episodes)
+        summary: dict = {"episodes": {"sessions": len(episodes),
+                                      "judged": sum(r.evaluated for r in episodes.values()),
+                                      "judge_failed": sum(not r.evaluated for r in episodes.values())},
+                         "negatives": neg_counts}
+        for name, ledger in self.ledgers.items():
+            entries = ledger.entries()
+            statuses = Counter(e["status"] for e in entries.values())
+            reasons = Counter(f"{e['status']}:{e.get('reason')}" for e in entries.values()
+                              if e["status"] not in ("ok", "kept"))
+            problems = Counter(c["problem"] for e in entries.values() for c in e.get("candidates", [])
+                               if c.get("problem"))
+            summary[name] = {"items": len(entries), **statuses, "reasons": dict(reasons)}
+            if problems:
+                summary[name]["rejected_candidates"] = dict(problems)
+        calls = Counter()
+        for name in ("locate", "segment"):
+            for line in self.ledgers[name].all_lines():
+                calls[f"{name}_judge_calls"] += int(line.get("calls", 0))
+                calls[f"{name}_local_scorings"] += int(line.get("local_calls", 0))
+                calls["cost"] += float(line.get("cost", 0.0))
+        for store, name in ((self.episodes, "collect"), (self.branches, "sample"),
+                            (self.scratch_episodes, "scratch")):
+            for rec in store:
+                calls[f"{name}_episodes_judged"] += int(rec.evaluation is not None)
+                calls["cost"] += _usage_cost(rec.usage)
+        summary["calls"] = dict(calls)
+        summary["sampled_sessions"] = {"branches": len(self.branches), "scratch": len(self.scratch_episodes)}
+        if write_counts is not None:
+            summary["pairs"] = {k: dict(v) for k, v in write_counts.items()}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return summary
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, stage: Stage | None = None) -> dict:
+        """Run one stage or all of them in order; returns the summary."""
+        stage = stage or self.config.stage
+        self.save_config()
+        order = [Stage.collect, Stage.negatives, Stage.locate, Stage.sample, Stage.segment, Stage.scratch]
+        write_counts = None
+        for s in order:
+            if stage in (s, Stage.all):
+                getattr(self, s.value)()
+        if stage in (Stage.write, Stage.all):
+            write_counts = self.write()
+        summary = self.summary(write_counts)
+        if self.config.progress:
+            print(format_summary(summary))
+        return summary
+
+    def save_config(self) -> None:
+        from omegaconf import OmegaConf
+
+        OmegaConf.save(OmegaConf.structured(self.config), self.out / "config.yaml")
+
+
+def _usage_cost(usage: dict) -> float:
+    """Dollars recorded in an episode's usage (per seat and judge), whatever its nesting."""
+    total = 0.0
+    for key, value in usage.items():
+        if isinstance(value, dict):
+            total += _usage_cost(value)
+        elif key == "cost" and isinstance(value, (int, float)):
+            total += float(value)
+    return total
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a plain-text table, one row per stage."""
+    rows = [("stage", "counts")]
+    for name, value in summary.items():
+        if isinstance(value, dict):
+            flat = ", ".join(f"{k}={v}" for k, v in value.items() if not isinstance(v, dict) and v != {})
+            nested = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+                               for k, v in value.items() if isinstance(v, dict) and v)
+            rows.append((name, flat + (f" | {nested}" if nested else "")))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
+
+
+__all__ = ["PairPipeline", "format_summary", "is_local_model"]
