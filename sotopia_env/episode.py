@@ -154,19 +154,39 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
     """Append one JSON object as a line, flushed and fsynced. If the file ends in a torn line
-    (a previous crash), a newline is written first so the new record stays readable."""
+    (a crash mid-write), that partial line is cut off first (with a warning): it never held a
+    complete record, and left in place it would sit in the middle of the file and make every
+    later read fail."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(obj, ensure_ascii=False) + "\n"
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
+    with open(path, "r+b" if path.exists() else "w+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end > 0:
+            f.seek(end - 1)
             if f.read(1) != b"\n":
-                f.write(b"\n")
+                keep = _end_of_last_full_line(f, end)
+                warnings.warn(f"{path}: cut off a torn last line of {end - keep} bytes (interrupted write) "
+                              f"before appending", stacklevel=2)
+                f.truncate(keep)
+                f.seek(keep)
         f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _end_of_last_full_line(f, end: int) -> int:
+    """Offset just after the last newline before ``end`` (0 if there is none)."""
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
 
 
 class EpisodeStore:

@@ -48,8 +48,8 @@ class AgentEvaluation:
         missing = [d for d in DIMENSIONS if d not in self.scores]
         if missing:
             raise DataError(f"evaluation is missing dimension(s) {', '.join(missing)}")
-        for d, s in self.scores.items():
-            check_score(d, s)
+        # Stored as floats so that every record (and its Arrow column) has one type.
+        self.scores = {d: check_score(d, s) for d, s in self.scores.items()}
 
     @property
     def overall(self) -> float:
