@@ -62,6 +62,7 @@ class PairPipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self._tasks = list(tasks) if tasks is not None else None
         self._local: dict[str, tuple] = {}
+        self._clients: dict = {}
         self._judge = None
         self._client = None
         self._scorer = None
@@ -100,14 +101,14 @@ class PairPipeline:
             policy = HFPolicy(model_id.removeprefix("hf:"), temperature=temperature, max_new_tokens=m.max_new_tokens,
                               model=model, tokenizer=tokenizer, fmt=self.fmt)
         else:
-            from agents.policy import build_policy
+            from agents.litellm_policy import LiteLLMPolicy
+            from agents.llm_client import LLMClient
 
-            settings = {"temperature": temperature, "max_tokens": m.max_new_tokens, "api_base": m.api_base}
-            key = self._api_key()
-            if key is not None:
-                settings["api_key"] = key
-            policy = build_policy(model_id, **settings)
-            policy.fmt = self.fmt
+            if model_id not in self._clients:  # one client per model: one concurrency bound for all seats
+                self._clients[model_id] = LLMClient(model_id, api_base=m.api_base, api_key=self._api_key(),
+                                                    max_concurrency=m.max_concurrency)
+            policy = LiteLLMPolicy(model_id, temperature=temperature, max_new_tokens=m.max_new_tokens, fmt=self.fmt,
+                                   client=self._clients[model_id])
         return policy
 
     @property

@@ -1,0 +1,142 @@
+"""The pipeline's judge stages over real HTTP (scripted OpenAI-compatible server), with resume
+after a kill counted in server requests, and the offline end-to-end run on the embedded model."""
+import json
+import re
+
+import pytest
+
+from sdpo.pairs.config import PairsConfig
+from sdpo.pairs.pipeline import PairPipeline
+from sdpo.pairs.stages import StageFile
+from sotopia_env.episode import EpisodeStore
+
+from .pairs_episodes import branch, episode
+
+JUDGE = "openai/judge"
+
+
+def texts(tag):
+    return [f"{tag}: hi Ben", f"{tag}: hi Ana", f"{tag}: 200, final", f"{tag}: too much", f"{tag}: 190?", f"{tag}: no"]
+
+
+def make_config(tmp_path, srv, **overrides):
+    config = PairsConfig(out_dir=str(tmp_path / "run"), progress=False)
+    config.models.judge = JUDGE
+    config.models.api_base = srv.base_url
+    config.models.api_key_env = "SCRIPTED_API_KEY"
+    config.models.max_concurrency = 1
+    for dotted, value in overrides.items():
+        obj = config
+        *path, last = dotted.split(".")
+        for p in path:
+            obj = getattr(obj, p)
+        setattr(obj, last, value)
+    config.__post_init__()
+    return config
+
+
+def store_sessions(config, sessions):
+    store = EpisodeStore(f"{config.out_dir}/episodes.jsonl")
+    for rec in sessions:
+        rec.tags["run_key"] = f"collect/{rec.episode_id}"
+        store.append(rec)
+
+
+def marker(body):
+    """The session tag ("A", "B", ...) of the first numbered message in a judge prompt."""
+    match = re.search(r"\[0\] [^:]+: \{\"action_type\": \"speak\", \"argument\": \"(\w+):", body["messages"][0]["content"])
+    return match.group(1)
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv("SCRIPTED_API_KEY", "test-key")
+
+
+def test_locate_stage_scripted_answers_reasks_skips_and_counts(tmp_path, api_key):
+    from agents.local_server import ScriptedOpenAIServer
+
+    # Seat 0 of each session is the negative (partner sessions, agent in seat 0).
+    script = {"A": ['{"index": 2, "reason": "valid"}'],
+              "B": ['{"index": 40}', '{"index": 4, "reason": "valid after out-of-range"}'],
+              "C": ['{"index": 1}', '{"index": 3}', '{"index": 5}'],          # partner turns only: skipped
+              "D": ["no json here", '{"index": 0, "reason": "valid after malformed"}']}
+    queues = {k: list(v) for k, v in script.items()}
+    with ScriptedOpenAIServer(lambda body: queues[marker(body)].pop(0)) as srv:
+        config = make_config(tmp_path, srv)
+        store_sessions(config, [episode(texts(t), goals=(3, 9), episode_id=t, interlocutor="partner", seats=(0,))
+                                for t in "ABCD"])
+        PairPipeline(config).locate()
+        entries = StageFile(f"{config.out_dir}/locate.jsonl").entries()
+        assert {k: (e["status"], e.get("index")) for k, e in entries.items()} == {
+            "A:0": ("ok", 2), "B:0": ("ok", 4), "C:0": ("skipped", None), "D:0": ("ok", 0)}
+        assert entries["C:0"]["reason"] == "invalid_answer" and entries["C:0"]["calls"] == 3
+        assert len(srv.requests) == 1 + 2 + 3 + 2
+        summary = PairPipeline(config).summary()
+        assert summary["locate"]["ok"] == 3 and summary["locate"]["reasons"] == {"skipped:invalid_answer": 1}
+        assert summary["calls"]["locate_judge_calls"] == 8
+        # A second run finds everything finished: no request at all.
+        PairPipeline(config).locate()
+        assert len(srv.requests) == 8
+
+
+def test_locate_resumes_after_a_kill_without_repeating_finished_calls(tmp_path, api_key, monkeypatch):
+    from agents.local_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer(lambda body: '{"index": 2, "reason": "ok"}') as srv:
+        config = make_config(tmp_path, srv)
+        store_sessions(config, [episode(texts(t), goals=(3, 9), episode_id=t, interlocutor="partner", seats=(0,))
+                                for t in "ABCDE"])
+        real_append = StageFile.append
+        appended = []
+
+        def dying_append(self, entry):
+            if len(appended) == 2:
+                raise KeyboardInterrupt("killed")  # the process dies while recording the third item
+            appended.append(entry["key"])
+            real_append(self, entry)
+
+        monkeypatch.setattr(StageFile, "append", dying_append)
+        with pytest.raises(KeyboardInterrupt):
+            PairPipeline(config).locate()
+        assert len(srv.requests) == 3
+        monkeypatch.setattr(StageFile, "append", real_append)
+        PairPipeline(config).locate()
+        # 3 calls before the kill (the third unrecorded) + 3 after: the 2 finished ones are not asked again.
+        assert len(srv.requests) == 6
+        assert len(StageFile(f"{config.out_dir}/locate.jsonl").final()) == 5
+
+
+def test_segment_stage_validates_and_write_uses_the_judges_segment(tmp_path, api_key):
+    from agents.local_server import ScriptedOpenAIServer
+
+    sessions, branches, answers = [], [], {}
+    for t, answer in (("A", ['{"start_index": 2, "end_index": 4, "reason": "meets halfway"}']),
+                      ("B", ['{"start_index": 3, "end_index": 4}', '{"start_index": 2, "end_index": 5}',
+                             '{"start_index": 2, "end_index": 2, "reason": "one turn"}']),
+                      ("C", ["{", "{", "{"])):
+        neg = episode(texts(t), goals=(3, 9), episode_id=t, interlocutor="partner", seats=(0,))
+        sessions.append(neg)
+        branches.append(branch(neg, 2, [f"{t}: 130?", f"{t}: 110", f"{t}: 120", f"{t}: deal"], goals=(8, 8),
+                               episode_id=f"pos{t}"))
+        answers[t] = answer
+    with ScriptedOpenAIServer(lambda body: answers[marker(body)].pop(0)) as srv:
+        config = make_config(tmp_path, srv)
+        store_sessions(config, sessions)
+        pipeline = PairPipeline(config)
+        for neg, pos in zip(sessions, branches):
+            pipeline.ledgers["locate"].append({"key": f"{neg.episode_id}:0", "status": "ok", "index": 2})
+            pipeline.ledgers["sample"].append({"key": f"{neg.episode_id}:0", "status": "kept", "branch_turn": 2,
+                                               "positive": pos.episode_id, "candidates": []})
+            pipeline.branches.append(pos)
+        pipeline.segment()
+        entries = pipeline.ledgers["segment"].entries()
+        assert entries["A:0"]["end_index"] == 4 and entries["B:0"]["end_index"] == 2
+        assert entries["B:0"]["problems"][0].startswith("start_index must be 2")
+        assert entries["C:0"]["status"] == "skipped" and len(srv.requests) == 1 + 3 + 3
+        counts = pipeline.write()
+        assert counts["sdpo"]["pairs"] == 2 and counts["sdpo"]["segment_invalid_answer"] == 1
+        pairs = {p["pair_id"]: p for p in map(json.loads, open(f"{config.out_dir}/pairs_sdpo.jsonl"))}
+        assert pairs["sdpo:A:0"]["segment"] == {"chosen": [1, 2], "rejected": [1, 2]}
+        assert pairs["sdpo:B:0"]["segment"] == {"chosen": [1, 1], "rejected": [1, 1]}
+        assert [t["argument"] for t in pairs["sdpo:B:0"]["chosen"]] == ["B: 130?"]
