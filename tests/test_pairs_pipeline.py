@@ -140,3 +140,21 @@ def test_segment_stage_validates_and_write_uses_the_judges_segment(tmp_path, api
         assert pairs["sdpo:A:0"]["segment"] == {"chosen": [1, 2], "rejected": [1, 2]}
         assert pairs["sdpo:B:0"]["segment"] == {"chosen": [1, 1], "rejected": [1, 1]}
         assert [t["argument"] for t in pairs["sdpo:B:0"]["chosen"]] == ["B: 130?"]
+
+
+def test_sampling_policies_temperatures_and_out_of_distribution_positives(tmp_path, api_key):
+    from agents.local_server import ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer() as srv:
+        config = make_config(tmp_path, srv, **{"models.agent": "openai/agent", "models.partner": "openai/partner"})
+        pipeline = PairPipeline(config)
+        first, second = pipeline._sampling_policies(None, 1, "partner")
+        assert (first.name, first.sampling["temperature"]) == ("openai/partner", 0.7)
+        assert (second.name, second.sampling["temperature"]) == ("openai/agent", 1.0)
+        first, second = pipeline._sampling_policies(None, 0, "self")
+        assert (first.name, second.name) == ("openai/agent", "openai/agent")
+        config.models.positive_model = "openai/other"
+        first, second = pipeline._sampling_policies(None, 0, "self")
+        assert (first.name, first.sampling["temperature"]) == ("openai/other", 1.0)
+        assert (second.name, second.sampling["temperature"]) == ("openai/agent", 0.7)
+        assert len(srv.requests) == 0

@@ -108,7 +108,7 @@ class PairPipeline:
                 self._clients[model_id] = LLMClient(model_id, api_base=m.api_base, api_key=self._api_key(),
                                                     max_concurrency=m.max_concurrency)
             policy = LiteLLMPolicy(model_id, temperature=temperature, max_new_tokens=m.max_new_tokens, fmt=self.fmt,
-                                   client=self._clients[model_id])
+                                   api_base=m.api_base, client=self._clients[model_id])
         return policy
 
     @property
