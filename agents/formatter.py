@@ -245,3 +245,29 @@ class ConversationTokenizer:
                 spans.append((len(ids), len(ids) + len(piece)))
             ids += piece
         return EncodedSession(input_ids=ids, assistant_spans=spans)
+
+
+def fit_messages(task: Task, agent_index: int, turns: Sequence[Turn], count_tokens, budget: int | None, *,
+                 fmt: ConversationFormat | None = None) -> tuple[list[dict], int]:
+    """The agent's messages with the fewest oldest turns dropped so that ``count_tokens(messages)``
+    is at most ``budget`` (whole turns only; the background and the turn being generated are
+    never dropped). Returns ``(messages, omitted)``: ``omitted`` turns of ``turns`` were left out.
+
+    ``count_tokens(messages) -> int`` is the prompt length in the policy's tokens. Raises
+    DataError when even the background alone does not fit.
+    """
+    messages = agent_messages(task, agent_index, turns, fmt=fmt)
+    if budget is None or count_tokens(messages) <= budget:
+        return messages, 0
+    lo, hi = 1, len(turns)  # fewest dropped turns that fit lies in [lo, hi]; hi = all of them
+    last = agent_messages(task, agent_index, [], fmt=fmt, omitted=1)
+    if count_tokens(last) > budget:
+        raise DataError(f"the background of {task.profiles[agent_index].name!r} in task {task.pk!r} takes "
+                        f"{count_tokens(last)} tokens, more than the context budget of {budget}")
+    while lo < hi:  # the prompt only shrinks as more turns are dropped, so bisect
+        mid = (lo + hi) // 2
+        if count_tokens(agent_messages(task, agent_index, turns[mid:], fmt=fmt, omitted=mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return agent_messages(task, agent_index, turns[hi:], fmt=fmt, omitted=hi), hi

@@ -1,0 +1,377 @@
+"""Judges of finished episodes on SOTOPIA's seven dimensions, for both agents.
+
+* ``LLMJudge``: an API model (GPT-4o in the paper) asked for JSON in SOTOPIA v0.1.4's answer
+  shape, at temperature 0; the answer is validated (every dimension of both agents present,
+  an integer, in range) and re-asked with the problem a bounded number of times; then the
+  episode is marked unevaluated (``EpisodeEvaluation.failed``), never scored 0.
+* ``LocalJudge``: offline, on the embedded model. A small model writes poor JSON, so for every
+  agent and dimension it reads the model's probabilities of each allowed integer answer and
+  takes the expected score. All 14 questions share one forward pass of the episode text.
+
+Reusable pieces for other judges (``sdpo.pairs``): ``ask_json`` (ask, validate, re-ask) and
+``score_candidates`` (log-probability of each candidate answer under a local model).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from typing import Callable, Sequence
+
+from sotopia_env.episode import EpisodeRecord
+from sotopia_env.errors import APIError, DataError
+from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS, AgentEvaluation, EpisodeEvaluation
+
+# What each dimension asks (SOTOPIA v0.1.4's evaluator content, in our words).
+DIMENSION_QUESTIONS: dict[str, str] = {
+    "believability": (
+        "Does the agent interact in a natural, realistic way (not robotic, not repeating itself), and is its "
+        "behaviour consistent with its character profile? Higher is more believable."),
+    "relationship": (
+        "Compare the relationship between the two characters before and after the interaction: did the agent's "
+        "behaviour help preserve or improve it (friendship, trust, family ties, social standing)? Positive scores "
+        "mean it improved, negative that it was harmed, 0 no change."),
+    "knowledge": (
+        "Did the agent gain new and important information during the interaction (about the other person, the "
+        "situation or the world)? Higher means more valuable knowledge gained."),
+    "secret": (
+        "Did the agent reveal its secret or a hidden intention it wanted to keep? 0 means nothing was revealed; "
+        "-10 means critical secrets were disclosed."),
+    "social_rules": (
+        "Did the agent break moral rules or laws (lying, threatening, deceiving, breaking the law)? 0 means no "
+        "violation; -10 means severe violations."),
+    "financial_and_material_benefits": (
+        "Did the agent gain or lose money, goods, or other material or financial benefits in the interaction? "
+        "Positive is a gain, negative a loss, 0 no change."),
+    "goal": (
+        "First restate the agent's social goal, then judge how much of it the agent achieved by the end of the "
+        "interaction. 0 means no progress, 10 means the goal was fully reached."),
+}
+
+SOTOPIA_AGENT_KEYS = ("agent_1_evaluation", "agent_2_evaluation")
+
+
+# ------------------------------------------------------------------------- the judge's prompt
+
+def episode_text(record: EpisodeRecord, *, max_turn_lines: int | None = None) -> str:
+    """The scenario, both agents' full backgrounds and goals, and the conversation (turns where
+    someone did nothing are left out), as the judge sees them."""
+    from .formatter import describe_profile
+
+    task = record.task
+    lines = [f"Scenario: {task.scenario.scenario}"]
+    for i, p in enumerate(task.profiles):
+        lines.append(f"Agent {i + 1}: {p.name}. Background: {describe_profile(p)}")
+        lines.append(f"Agent {i + 1} ({p.name})'s goal: {task.scenario.agent_goals[i]}")
+    lines.append(f"Relationship: {task.scenario.relationship.name.replace('_', ' ')}")
+    talk = [f"Turn #{t.turn}: {task.profiles[t.agent_index].name} {_action_text(t.action_type, t.argument)}"
+            for t in record.turns if t.action_type != "none"]
+    if max_turn_lines is not None and len(talk) > max_turn_lines:
+        talk = ["(earlier turns omitted)"] + talk[len(talk) - max_turn_lines:]
+    lines.append("Conversation:\n" + ("\n".join(talk) if talk else "(nobody said anything)"))
+    return "\n".join(lines)
+
+
+def _action_text(action_type: str, argument: str) -> str:
+    return {"speak": f'said: "{argument}"', "non-verbal communication": f"[non-verbal communication] {argument}",
+            "action": f"[action] {argument}", "leave": "left the conversation"}.get(action_type, "did nothing")
+
+
+def judge_messages(record: EpisodeRecord) -> list[dict]:
+    """The LLM judge's request: the episode, the seven dimensions with their ranges, and the JSON
+    answer shape (reasoning, then an integer score, per dimension and agent)."""
+    names = record.task.agent_names
+    dims = "\n".join(f"- {d} (integer from {DIMENSION_RANGES[d][0]} to {DIMENSION_RANGES[d][1]}): "
+                     f"{DIMENSION_QUESTIONS[d]}" for d in DIMENSIONS)
+    example = {k: {d: ["<reasoning>", 0] for d in DIMENSIONS[:2]} for k in SOTOPIA_AGENT_KEYS}
+    instructions = (
+        f"{episode_text(record)}\n\n"
+        f"Evaluate both agents: agent 1 is {names[0]}, agent 2 is {names[1]}. For each agent and each of the "
+        f"seven dimensions below, first write your reasoning, then give an integer score in the stated range.\n"
+        f"{dims}\n\n"
+        f"Answer with one JSON object and nothing else, of the form "
+        f"{json.dumps(example)} but with all seven dimensions for both agents: "
+        f'"agent_1_evaluation" and "agent_2_evaluation" each map every dimension name to '
+        f'["reasoning", integer score].')
+    return [{"role": "system", "content": "You are an impartial evaluator of social interactions between two "
+                                          "characters. You follow the answer format exactly."},
+            {"role": "user", "content": instructions}]
+
+
+# ------------------------------------------------------------------------- validation
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
+
+
+def extract_json(text: str) -> dict:
+    """The JSON object in a model's answer (code fences and text around it tolerated); DataError otherwise."""
+    stripped = _FENCE.sub("", text.strip())
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start < 0 or end <= start:
+        raise DataError("the answer holds no JSON object")
+    try:
+        obj = json.loads(stripped[start:end + 1])
+    except json.JSONDecodeError as e:
+        raise DataError(f"the answer is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_evaluation(obj: dict) -> list[AgentEvaluation]:
+    """Both agents' evaluations from SOTOPIA's answer shape ``{"agent_1_evaluation": {dim:
+    ["reasoning", score], ...}, "agent_2_evaluation": {...}}`` (``{"reasoning", "score"}``
+    objects are accepted too). Raises DataError naming the first problem (missing agent or
+    dimension, non-integer or out-of-range score): the message is shown to the judge on re-ask."""
+    agents = []
+    for key in SOTOPIA_AGENT_KEYS:
+        block = obj.get(key)
+        if not isinstance(block, dict):
+            raise DataError(f'"{key}" is missing or not an object; it must map each of {", ".join(DIMENSIONS)} '
+                            f'to ["reasoning", integer score]')
+        scores, reasoning = {}, {}
+        for d in DIMENSIONS:
+            low, high = DIMENSION_RANGES[d]
+            entry = block.get(d)
+            if isinstance(entry, dict):
+                entry = [entry.get("reasoning", ""), entry.get("score")]
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise DataError(f'"{key}"."{d}" must be ["reasoning", integer score from {low} to {high}], '
+                                f"got {json.dumps(entry)[:80]}")
+            why, score = entry
+            if isinstance(score, str) and re.fullmatch(r"-?\d+", score.strip()):
+                score = int(score)
+            if isinstance(score, bool) or not isinstance(score, int):
+                raise DataError(f'"{key}"."{d}" score must be an integer from {low} to {high}, got {score!r}')
+            if not low <= score <= high:
+                raise DataError(f'"{key}"."{d}" score {score} is out of range; allowed: {low} to {high}')
+            scores[d], reasoning[d] = float(score), str(why)
+        agents.append(AgentEvaluation(scores=scores, reasoning=reasoning))
+    return agents
+
+
+async def ask_json(client, messages: list[dict], validate: Callable[[dict], object], max_reasks: int = 2, *,
+                   max_tokens: int = 2048, usage: dict | None = None):
+    """Ask ``client`` (an LLMClient) at temperature 0 for a JSON object and return
+    ``validate(obj)``. When the answer is not JSON or ``validate`` raises DataError, the answer
+    and the error message go back to the model and it is asked again, at most ``max_reasks``
+    times; then JudgeError (an APIError) is raised with every problem. ``usage`` (a dict) is
+    increased by the tokens and cost of every call. APIError from the client propagates."""
+    from sotopia_env.errors import JudgeError
+
+    conversation = list(messages)
+    problems = []
+    for _ in range(max_reasks + 1):
+        completion = await client.complete(conversation, temperature=0.0, max_tokens=max_tokens)
+        if usage is not None:
+            for k in ("prompt_tokens", "completion_tokens", "cost"):
+                usage[k] = usage.get(k, 0) + getattr(completion, k)
+            usage["calls"] = usage.get("calls", 0) + 1
+        try:
+            return validate(extract_json(completion.text))
+        except DataError as problem:
+            problems.append(str(problem))
+            conversation = conversation + [
+                {"role": "assistant", "content": completion.text},
+                {"role": "user", "content": f"Your answer was invalid: {problem}. Answer again with the complete "
+                                            f"JSON object only."}]
+    raise JudgeError(f"no valid answer after {max_reasks} re-ask(s): " + " | ".join(problems),
+                     attempts=max_reasks + 1)
+
+
+class LLMJudge:
+    """SOTOPIA's episode evaluator on an API model (``gpt-4o``, ``openai/<name>`` + ``api_base``...).
+    ``max_reasks`` bounds the re-asks after an invalid answer."""
+
+    def __init__(self, model: str, api_base: str | None = None, max_reasks: int = 2, *, api_key: str | None = None,
+                 max_concurrency: int = 8, timeout: float = 120, max_retries: int = 5, max_tokens: int = 2048,
+                 client=None, **client_settings):
+        from .llm_client import LLMClient
+
+        self.model = model
+        self.name = f"llm:{model}"
+        self.max_reasks = max_reasks
+        self.max_tokens = max_tokens
+        self.client = client or LLMClient(model, api_base=api_base, api_key=api_key, max_concurrency=max_concurrency,
+                                          timeout=timeout, max_retries=max_retries, **client_settings)
+
+    def __repr__(self) -> str:
+        return f"LLMJudge(model={self.model!r}, max_reasks={self.max_reasks})"
+
+    async def aevaluate_with_usage(self, record: EpisodeRecord) -> tuple[EpisodeEvaluation, dict]:
+        """The evaluation and the judge's token/cost accounting for this episode."""
+        usage: dict = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "calls": 0}
+        try:
+            agents = await ask_json(self.client, judge_messages(record), parse_evaluation, self.max_reasks,
+                                    max_tokens=self.max_tokens, usage=usage)
+        except APIError as e:  # JudgeError included: stored unevaluated, retried by the next run
+            return EpisodeEvaluation.failed(self.name, str(e)), usage
+        return EpisodeEvaluation(agents=agents, judge=self.name), usage
+
+    async def aevaluate(self, record: EpisodeRecord) -> EpisodeEvaluation:
+        return (await self.aevaluate_with_usage(record))[0]
+
+    def evaluate(self, record: EpisodeRecord) -> EpisodeEvaluation:
+        return asyncio.run(self.aevaluate(record))
+
+
+# ------------------------------------------------------------------------- local scoring
+
+def _forward(model, ids, attention, positions, cache):
+    from .hf_policy import _cache_keyword
+
+    return model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                 **{_cache_keyword(model): cache}).logits
+
+
+def branch_logprobs(model, prefix: Sequence[int], questions: Sequence[Sequence[int]],
+                    candidates: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
+    """Summed log-probabilities of candidate continuations under a causal LM, sharing work:
+    ``prefix`` (token ids) is run once; each ``questions[j]`` once on top of it; each candidate
+    ``candidates[j][k]`` on top of its question. Returns ``[j][k]`` = log p(candidate | prefix +
+    question j). Three forward passes in all: (1, |prefix|), (questions, max |question|),
+    (all candidates, max |candidate|)."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    if not prefix:
+        raise DataError("branch_logprobs needs a non-empty prefix")
+    n_q = len(questions)
+    with torch.inference_mode():
+        cache = DynamicCache()
+        p = torch.tensor([list(prefix)], device=device)
+        logits = _forward(model, p, torch.ones_like(p), torch.arange(len(prefix), device=device)[None], cache)
+        last_prefix = logits[0, -1].float().log_softmax(-1)
+        # Pass 2: questions, right-padded, on copies of the prefix cache.
+        q_width = max((len(q) for q in questions), default=0)
+        q_mask = torch.zeros((n_q, q_width), dtype=torch.long, device=device)
+        q_logp = last_prefix.expand(n_q, -1).clone()
+        cache.batch_repeat_interleave(n_q)
+        if q_width:
+            q_ids = torch.zeros((n_q, q_width), dtype=torch.long, device=device)
+            for j, q in enumerate(questions):
+                q_ids[j, :len(q)] = torch.tensor(list(q), dtype=torch.long)
+                q_mask[j, :len(q)] = 1
+            positions = len(prefix) + torch.arange(q_width, device=device).expand(n_q, -1)
+            attention = torch.cat([torch.ones((n_q, len(prefix)), dtype=torch.long, device=device), q_mask], -1)
+            logits = _forward(model, q_ids, attention, positions, cache)
+            for j, q in enumerate(questions):
+                if q:
+                    q_logp[j] = logits[j, len(q) - 1].float().log_softmax(-1)
+        # Pass 3: every candidate of every question, on copies of its question's cache rows.
+        rows = [(j, k) for j in range(n_q) for k in range(len(candidates[j]))]
+        for j, k in rows:
+            if not candidates[j][k]:
+                raise DataError(f"candidate {k} of question {j} has no tokens")
+        c_width = max(len(candidates[j][k]) for j, k in rows)
+        owner = torch.tensor([j for j, _ in rows], device=device)
+        cache.batch_select_indices(owner)
+        c_ids = torch.zeros((len(rows), c_width), dtype=torch.long, device=device)
+        c_mask = torch.zeros((len(rows), c_width), dtype=torch.long, device=device)
+        for r, (j, k) in enumerate(rows):
+            c = candidates[j][k]
+            c_ids[r, :len(c)] = torch.tensor(list(c), dtype=torch.long)
+            c_mask[r, :len(c)] = 1
+        q_len = torch.tensor([len(questions[j]) for j, _ in rows], device=device)
+        positions = len(prefix) + q_len[:, None] + torch.arange(c_width, device=device)[None]
+        attention = torch.cat([torch.ones((len(rows), len(prefix)), dtype=torch.long, device=device),
+                               q_mask[owner], c_mask], -1)
+        logp = _forward(model, c_ids, attention, positions, cache).float().log_softmax(-1)
+        out: list[list[float]] = [[0.0] * len(candidates[j]) for j in range(n_q)]
+        for r, (j, k) in enumerate(rows):
+            c = candidates[j][k]
+            total = q_logp[j, c[0]].item()
+            for t in range(1, len(c)):
+                total += logp[r, t - 1, c[t]].item()
+            out[j][k] = total
+    return out
+
+
+def score_candidates(model, tokenizer, prompt, candidates: list[str], *, end_of_answer: bool = True) -> list[float]:
+    """log p(candidate | prompt) for each candidate string under a local causal LM (summed over its
+    tokens). ``prompt`` is chat messages (rendered with the generation prompt) or token ids.
+    With ``end_of_answer`` the end-of-turn token is appended to every candidate, so that "1"
+    does not also collect the probability of "10"."""
+    from .hf_policy import end_of_turn_ids
+
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    end = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else end_of_turn_ids(tokenizer)[0]]
+    cands = [tokenizer(c, add_special_tokens=False)["input_ids"] + (end if end_of_answer else []) for c in candidates]
+    return branch_logprobs(model, prompt[:-1], [prompt[-1:]], [cands])[0]
+
+
+class LocalJudge:
+    """The offline judge: the embedded model (or any local causal LM) scores each agent on each
+    dimension by the expected value of its answer distribution over the allowed integers.
+
+    ``max_turn_lines`` keeps only the last conversation lines of very long episodes."""
+
+    def __init__(self, model_id: str = "embedded", *, model=None, tokenizer=None, max_turn_lines: int = 40):
+        from .models import load_model, load_tokenizer
+
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_id)
+        self.model = (model if model is not None else load_model(model_id)).eval()
+        self.name = f"local:{model_id if model is None else getattr(self.model, 'name_or_path', model_id)}"
+        self.max_turn_lines = max_turn_lines
+        self._candidates: dict[str, list[list[int]]] = {}
+        eos = self.tokenizer.eos_token_id
+        for d, (low, high) in DIMENSION_RANGES.items():
+            self._candidates[d] = [self.tokenizer(str(v), add_special_tokens=False)["input_ids"] + [eos]
+                                   for v in range(low, high + 1)]
+
+    def __repr__(self) -> str:
+        return f"LocalJudge(name={self.name!r})"
+
+    def _prompt_pieces(self, record: EpisodeRecord) -> tuple[list[int], list[list[int]], list[tuple[int, str]]]:
+        """The shared prefix ids (system + episode), and one question's ids per (agent, dimension)."""
+        system = ("You are an impartial evaluator of social interactions. You answer every question with a "
+                  "single integer.")
+        marker = "\u0000QUESTION\u0000"
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": "system", "content": system},
+             {"role": "user", "content": episode_text(record, max_turn_lines=self.max_turn_lines) + "\n\n" + marker}],
+            tokenize=False, add_generation_prompt=True)
+        head, tail = rendered.split(marker)
+        prefix = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+        questions, keys = [], []
+        for i, name in enumerate(record.task.agent_names):
+            for d in DIMENSIONS:
+                low, high = DIMENSION_RANGES[d]
+                q = (f"Question about agent {i + 1}, {name}, dimension {d}: {DIMENSION_QUESTIONS[d]} "
+                     f"Answer with a single integer from {low} to {high}.")
+                questions.append(self.tokenizer(q + tail, add_special_tokens=False)["input_ids"])
+                keys.append((i, d))
+        return prefix, questions, keys
+
+    def evaluate(self, record: EpisodeRecord) -> EpisodeEvaluation:
+        prefix, questions, keys = self._prompt_pieces(record)
+        logps = branch_logprobs(self.model, prefix, questions, [self._candidates[d] for _, d in keys])
+        scores: list[dict] = [{}, {}]
+        reasoning: list[dict] = [{}, {}]
+        for (i, d), lp in zip(keys, logps):
+            low, high = DIMENSION_RANGES[d]
+            values = list(range(low, high + 1))
+            top = max(lp)
+            weights = [math.exp(x - top) for x in lp]
+            total = sum(weights)
+            probs = [w / total for w in weights]
+            expected = sum(v * p for v, p in zip(values, probs))
+            scores[i][d] = min(high, max(low, expected))
+            best = sorted(zip(probs, values), reverse=True)[:3]
+            mass = sum(math.exp(x) for x in lp)
+            reasoning[i][d] = (f"local judge: expected score {expected:.2f} from P(answer) "
+                               + ", ".join(f"{v}: {p:.2f}" for p, v in best)
+                               + f" (the allowed integers held {mass:.2f} of the answer probability)")
+        agents = [AgentEvaluation(scores=scores[i], reasoning=reasoning[i]) for i in (0, 1)]
+        return EpisodeEvaluation(agents=agents, judge=self.name, comment="expected value over allowed integers")
+
+    async def aevaluate_with_usage(self, record: EpisodeRecord) -> tuple[EpisodeEvaluation, dict]:
+        evaluation = await asyncio.to_thread(self.evaluate, record)
+        return evaluation, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "calls": 1}
+
+    async def aevaluate(self, record: EpisodeRecord) -> EpisodeEvaluation:
+        return (await self.aevaluate_with_usage(record))[0]
