@@ -28,7 +28,9 @@ def scripted_actions(rng: random.Random, env) -> dict:
     for agent in env.agents:
         if agent in env.next_agents():
             kind = rng.choice(_KINDS)
-            words = " ".join(rng.choice(("price", "fair", "maybe", "deal", "tomorrow", "sure")) for _ in range(30))
+            words = " ".join(
+                rng.choice(("price", "fair", "maybe", "deal", "tomorrow", "sure")) for _ in range(30)
+            )
             actions[agent] = {"action_type": kind, "argument": words}
         else:
             actions[agent] = {"action_type": "none", "argument": ""}
@@ -57,7 +59,9 @@ def run(episodes: int, turn_order: str, max_turns: int, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.env_steps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.env_steps", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--episodes", type=int, default=200, help="episodes to play (built-in tasks, cycled)")
     parser.add_argument("--turn-order", choices=TURN_ORDERS, default="round-robin")
     parser.add_argument("--max-turns", type=int, default=20)
@@ -71,13 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     total = sum(steps)
     mean_ms = 1e3 * total / len(steps)
     p95_ms = 1e3 * steps[int(0.95 * (len(steps) - 1))]
-    print(f"env steps: {args.episodes} episodes, {result['steps']} steps, turn order {args.turn_order}, "
-          f"max_turns {args.max_turns}")
+    print(
+        f"env steps: {args.episodes} episodes, {result['steps']} steps, turn order {args.turn_order}, "
+        f"max_turns {args.max_turns}"
+    )
     print(f"steps/s: {len(steps) / total:,.0f}")
-    print(f"per-step overhead: mean {mean_ms:.4f} ms, median {1e3 * statistics.median(steps):.4f} ms, "
-          f"p95 {p95_ms:.4f} ms (target < {TARGET_MS} ms: {'met' if mean_ms < TARGET_MS else 'NOT met'})")
-    print(f"reset: mean {1e3 * statistics.mean(result['reset_s']):.4f} ms; branch reset at the middle turn: "
-          f"mean {1e3 * statistics.mean(result['branch_s']):.4f} ms")
+    print(
+        f"per-step overhead: mean {mean_ms:.4f} ms, median {1e3 * statistics.median(steps):.4f} ms, "
+        f"p95 {p95_ms:.4f} ms (target < {TARGET_MS} ms: {'met' if mean_ms < TARGET_MS else 'NOT met'})"
+    )
+    print(
+        f"reset: mean {1e3 * statistics.mean(result['reset_s']):.4f} ms; branch reset at the middle turn: "
+        f"mean {1e3 * statistics.mean(result['branch_s']):.4f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -318,6 +318,14 @@ class SotopiaEnv(ParallelEnv):
                     f"this env uses {self.turn_order!r}; create the env with "
                     f"turn_order={recorded_order!r}"
                 )
+            for name in ("max_turns", "max_stale_turns"):
+                recorded = history.tags.get(name)
+                if recorded is not None and recorded != getattr(self, name):
+                    warnings.warn(
+                        f"episode {history.episode_id} was played with {name}={recorded} but this env uses "
+                        f"{getattr(self, name)}; the continuation ends by this env's rules",
+                        stacklevel=2,
+                    )
             task = history.task if task is None else task
             seed = history.seed if seed is None else seed
             if branch_turn is not None:

@@ -553,6 +553,22 @@ def _reasoning_by_agent(text: str) -> list[dict[str, str]]:
     return out
 
 
+# SOTOPIA's environment comment ("Environment comments: terminated: ...") -> our reason.
+_TERMINATION_COMMENTS = (("leaving", "leave"), ("stale", "stale"), ("too long", "max_turns"))
+
+
+def _termination_from_comment(reasoning: Any) -> str | None:
+    if not isinstance(reasoning, str):
+        return None
+    head = reasoning.split("Agent 1 comments:")[0]
+    if "terminated" not in head:
+        return None
+    for phrase, reason in _TERMINATION_COMMENTS:
+        if phrase in head:
+            return reason
+    return None
+
+
 def _split_background(text: str, first_name: str) -> tuple[str, str]:
     """SOTOPIA's rendered background ends with "<first name>'s secrets: ..."; keep the secret
     apart so that only its owner ever sees it."""
@@ -647,7 +663,9 @@ def sotopia_episode_to_record(
     judge = models[0] if len(models) == 3 else "sotopia"
     seat_models = models[-2:] if len(models) >= 2 else ["", ""]
     evaluation = _evaluation_from_rewards(obj, [str(n) for n in goals], judge, where)
-    reason, _ = RuleBasedTermination(max_turns=max(20, len(turns))).reason_for_history(turns)
+    reason = _termination_from_comment(obj.get("reasoning"))
+    if reason is None:
+        reason, _ = RuleBasedTermination(max_turns=max(20, len(turns))).reason_for_history(turns)
     episode_id = obj.get("episode_id") or obj.get("pk")
     if not isinstance(episode_id, str) or not episode_id:
         raise DataError("expected the episode id (str)", field="episode_id", **where)

@@ -29,7 +29,9 @@ def test_get_task_by_pk_codename_and_close_matches():
     assert by_codename.scenario.pk == task.scenario.pk
     assert get_task(task.scenario.pk).scenario.pk == task.scenario.pk
     typo = task.pk[:-1] + "x" if not task.pk.endswith("x") else task.pk[:-1] + "y"
-    with pytest.raises(ConfigError, match=f"unknown task or scenario {typo!r}; close matches: .*{task.pk[:-1]}"):
+    with pytest.raises(
+        ConfigError, match=f"unknown task or scenario {typo!r}; close matches: .*{task.pk[:-1]}"
+    ):
         get_task(typo)
 
 

@@ -364,6 +364,8 @@ def test_branch_reset_errors():
         env.reset(options={"history": record, "branch_turn": 7})
     with pytest.raises(ConfigError, match="turn_order='round-robin'"):
         parallel_env(TASK, turn_order="random").reset(options={"history": record, "branch_turn": 2})
+    with pytest.warns(UserWarning, match="max_turns=6 but this env uses 20"):
+        parallel_env(TASK).reset(options={"history": record, "branch_turn": 2})
     wrong_seat = [Turn(0, 1, LEO, "speak", "I go first")]
     with pytest.raises(DataError, match="seat"):
         env.reset(options={"history": wrong_seat})

@@ -12,8 +12,12 @@ from tests.test_env import TASK, CountingJudge, play
 def make_record(seed, *, run_key=None, judge_fails=False, evaluator=True) -> EpisodeRecord:
     env = parallel_env(TASK, max_turns=6, evaluator=CountingJudge(fail=judge_fails) if evaluator else None)
     record, _, _ = play(env, seed=seed, policy_seed=seed)
-    record = env.to_record(models=["embedded", "gpt-4o"], sampling=[{"temperature": 1.0}, {"temperature": 0.7}],
-                           tags={"run_key": run_key} if run_key else {}, timings={"episode_s": 0.5 + seed})
+    record = env.to_record(
+        models=["embedded", "gpt-4o"],
+        sampling=[{"temperature": 1.0}, {"temperature": 0.7}],
+        tags={"run_key": run_key} if run_key else {},
+        timings={"episode_s": 0.5 + seed},
+    )
     return record
 
 
@@ -27,7 +31,9 @@ def test_append_writes_one_fsynced_line_per_record(tmp_path, monkeypatch):
         store.append(record)
         assert len(synced) == i + 1  # durable before append returns
     lines = store.path.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3 and all(json.loads(line)["episode_id"] == r.episode_id for line, r in zip(lines, records))
+    assert len(lines) == 3 and all(
+        json.loads(line)["episode_id"] == r.episode_id for line, r in zip(lines, records)
+    )
     assert [r.to_dict() for r in store] == [r.to_dict() for r in records] and len(store) == 3
     assert store.get(records[1].episode_id).to_dict() == records[1].to_dict()
     with pytest.raises(KeyError, match="no episode with id 'nope'"):
@@ -89,7 +95,11 @@ def test_record_round_trip_keeps_everything(tmp_path):
     store = EpisodeStore(tmp_path / "e.jsonl")
     store.append(branch)
     (loaded,) = store.records()
-    assert loaded.to_dict() == branch.to_dict() and loaded.evaluated and loaded.usage["judge"]["prompt_tokens"] == 10
+    assert (
+        loaded.to_dict() == branch.to_dict()
+        and loaded.evaluated
+        and loaded.usage["judge"]["prompt_tokens"] == 10
+    )
 
 
 def test_store_loads_with_datasets(tmp_path):
@@ -98,7 +108,9 @@ def test_store_loads_with_datasets(tmp_path):
     records = [make_record(0, run_key="a"), make_record(1, judge_fails=True), make_record(2, evaluator=False)]
     for record in records:
         store.append(record)
-    ds = datasets.load_dataset("json", data_files=str(store.path), split="train", cache_dir=str(tmp_path / "cache"))
+    ds = datasets.load_dataset(
+        "json", data_files=str(store.path), split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert ds.num_rows == 3 and ds["episode_id"] == [r.episode_id for r in records]
     assert ds[0]["evaluation"]["agents"][0]["scores"]["goal"] == records[0].score(0)
     assert ds[1]["evaluation"]["evaluated"] is False and ds[2]["evaluation"] is None
