@@ -283,6 +283,10 @@ class SotopiaEnv(ParallelEnv):
         self.termination: str | None = None
         self.evaluation: EpisodeEvaluation | None = None
         self.agents: list[str] = []
+        self._lines: list[str] = []
+        self._stale = 0
+        self._parent_episode_id: str | None = None
+        self._branch_turn: int | None = None
         self._set_task(self._resolve_task(task))
 
     # -- PettingZoo API ---------------------------------------------------------------------
@@ -370,7 +374,7 @@ class SotopiaEnv(ParallelEnv):
             self._set_task(self._resolve_task(task))
         self._start_seed(seed)
         self.history = []
-        self._lines: list[str] = []
+        self._lines = []
         self.turn = 0
         self._stale = 0
         self.termination = None
