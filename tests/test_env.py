@@ -473,3 +473,38 @@ def test_reset_with_task_positional_and_option():
         env.reset(seed=1, options={"branch_trun": 3})
     with pytest.raises(ConfigError, match="needs a 'history'"):
         env.reset(options={"branch_turn": 1})
+
+
+@pytest.mark.parametrize("turn_order", ORDERS)
+def test_pettingzoo_seed_test(turn_order):
+    from pettingzoo.test import parallel_seed_test
+
+    parallel_seed_test(lambda: parallel_env(TASK, turn_order=turn_order), num_cycles=30)
+
+
+def test_branch_keeps_the_stale_count():
+    # two stale turns in the history: one more none ends the episode, after the branch as after a replay
+    turns = [Turn(0, 0, MIA, "speak", "hi"), Turn(1, 1, LEO, "none"), Turn(2, 0, MIA, "none")]
+    env = parallel_env(TASK)
+    env.reset(options={"history": turns})
+    _, _, terms, _, infos = env.step({LEO: {"action_type": "none", "argument": ""}})
+    assert all(terms.values()) and infos[LEO]["termination"] == "stale"
+
+
+@pytest.mark.parametrize("turn_order", ORDERS)
+def test_incremental_termination_matches_whole_history_rule(turn_order):
+    # the env keeps counters step by step; RuleBasedTermination.reason_for_history recomputes from
+    # the turns alone: both must agree on why and where every episode ended
+    reasons = set()
+    for seed in range(30):
+        env = parallel_env(TASK, turn_order=turn_order, max_turns=10, max_stale_turns=1)
+        env.reset(seed=seed)
+        rng = random.Random(seed)
+        while env.agents:
+            kinds = ["none"] * 4 + ["speak"] * 4 + ["leave"]
+            env.step({a: {"action_type": rng.choice(kinds), "argument": "x"} for a in env.next_agents()})
+        record = env.to_record()
+        reason, index = env.termination_rules.reason_for_history(record.turns)
+        assert (reason, index) == (record.termination, len(record.turns) - 1)
+        reasons.add(reason)
+    assert reasons == {"leave", "stale", "max_turns"}
