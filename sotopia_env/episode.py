@@ -156,7 +156,7 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
     """Append one JSON object as a line, flushed and fsynced. If the file ends in a torn line
     (a crash mid-write), that partial line is cut off first (with a warning): it never held a
     complete record, and left in place it would sit in the middle of the file and make every
-    later read fail."""
+    later read fail. A complete record that only lacks its newline is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(obj, ensure_ascii=False) + "\n"
@@ -166,10 +166,20 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
             f.seek(end - 1)
             if f.read(1) != b"\n":
                 keep = _end_of_last_full_line(f, end)
-                warnings.warn(f"{path}: cut off a torn last line of {end - keep} bytes (interrupted write) "
-                              f"before appending", stacklevel=2)
-                f.truncate(keep)
                 f.seek(keep)
+                try:
+                    json.loads(f.read(end - keep).decode("utf-8"))
+                    complete = True  # the crash came between the record and its newline
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    complete = False
+                if complete:
+                    f.seek(end)
+                    f.write(b"\n")
+                else:
+                    warnings.warn(f"{path}: cut off a torn last line of {end - keep} bytes (interrupted write) "
+                                  f"before appending", stacklevel=2)
+                    f.truncate(keep)
+                    f.seek(keep)
         f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())

@@ -59,6 +59,17 @@ def test_torn_last_line_skipped_with_warning_nothing_else_lost(tmp_path):
     assert len(store.path.read_text(encoding="utf-8").splitlines()) == 4
 
 
+def test_record_missing_only_its_newline_is_kept(tmp_path):
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    first, second, third = make_record(0), make_record(1), make_record(2)
+    store.append(first)
+    with open(store.path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(second.to_dict()))  # crash between the record and its newline
+    assert [r.episode_id for r in store.records()] == [first.episode_id, second.episode_id]
+    store.append(third)
+    assert [r.episode_id for r in store.records()] == [first.episode_id, second.episode_id, third.episode_id]
+
+
 def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
     store = EpisodeStore(tmp_path / "episodes.jsonl")
     store.append(make_record(0))
