@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from sdpo.pairs.config import PairsConfig
+from sdpo.pairs.config import PairsConfig, Stage
 from sdpo.pairs.pipeline import PairPipeline
 from sdpo.pairs.stages import StageFile
 from sotopia_env.episode import EpisodeStore
@@ -142,19 +142,109 @@ def test_segment_stage_validates_and_write_uses_the_judges_segment(tmp_path, api
         assert [t["argument"] for t in pairs["sdpo:B:0"]["chosen"]] == ["B: 130?"]
 
 
-def test_sampling_policies_temperatures_and_out_of_distribution_positives(tmp_path, api_key):
+def test_sampling_seats_temperatures_and_out_of_distribution_positives(tmp_path, api_key):
     from agents.local_server import ScriptedOpenAIServer
 
     with ScriptedOpenAIServer() as srv:
         config = make_config(tmp_path, srv, **{"models.agent": "openai/agent", "models.partner": "openai/partner"})
         pipeline = PairPipeline(config)
-        first, second = pipeline._sampling_policies(None, 1, "partner")
-        assert (first.name, first.sampling["temperature"]) == ("openai/partner", 0.7)
-        assert (second.name, second.sampling["temperature"]) == ("openai/agent", 1.0)
-        first, second = pipeline._sampling_policies(None, 0, "self")
-        assert (first.name, second.name) == ("openai/agent", "openai/agent")
+        (first, second), temps = pipeline._sampling_seats(1, "partner")
+        assert (first.name, second.name, temps) == ("openai/partner", "openai/agent", (0.7, 1.0))
+        (first, second), temps = pipeline._sampling_seats(0, "self")
+        assert (first.name, second.name, temps) == ("openai/agent", "openai/agent", (1.0, 0.7))
+        assert first is second  # one policy object per model
         config.models.positive_model = "openai/other"
-        first, second = pipeline._sampling_policies(None, 0, "self")
-        assert (first.name, first.sampling["temperature"]) == ("openai/other", 1.0)
-        assert (second.name, second.sampling["temperature"]) == ("openai/agent", 0.7)
+        (first, second), temps = pipeline._sampling_seats(0, "self")
+        assert (first.name, second.name, temps) == ("openai/other", "openai/agent", (1.0, 0.7))
         assert len(srv.requests) == 0
+
+
+class Killed(BaseException):
+    """A kill in the middle of a stage (not an Exception: nothing on the way may catch it)."""
+
+
+def evaluation_json(goal, relationship):
+    from sotopia_env.evaluation import DIMENSION_RANGES
+
+    block = {d: ["scripted", max(lo, min(hi, 5))] for d, (lo, hi) in DIMENSION_RANGES.items()}
+    return json.dumps({"agent_1_evaluation": {**block, "goal": ["g", goal], "relationship": ["r", relationship]},
+                       "agent_2_evaluation": block})
+
+
+def sampling_server(judge_goals):
+    """Agents answer a JSON action; the episode judge scores seat 0 by the session's tag."""
+    counter = iter(range(10 ** 6))
+
+    def respond(body):
+        if body["model"] == "judge":
+            tag = re.search(r"(\w+): hi Ben", body["messages"][-1]["content"] if len(body["messages"]) < 3
+                            else body["messages"][1]["content"]).group(1)
+            answer = judge_goals[tag]
+            return answer.pop(0) if isinstance(answer, list) else answer
+        return json.dumps({"action_type": "speak", "argument": f"{body['model']} offer {next(counter)}"})
+
+    return respond
+
+
+def test_sample_stage_keeps_or_drops_and_resumes_after_a_kill(tmp_path, api_key, monkeypatch):
+    from agents.local_server import ScriptedOpenAIServer
+
+    judge = {"A": evaluation_json(8, 0), "B": evaluation_json(3, 0)}   # negatives: goal 3, relationship 0
+    with ScriptedOpenAIServer(sampling_server(judge)) as srv:
+        config = make_config(tmp_path, srv, **{"models.agent": "openai/agent", "models.partner": "openai/partner",
+                                                "sample.n": 2, "collect.max_turns": 6})
+        store_sessions(config, [episode(texts(t), goals=(3, 9), episode_id=t, interlocutor="partner", seats=(0,))
+                                for t in "AB"])
+        ledger = StageFile(f"{config.out_dir}/locate.jsonl")
+        for t in "AB":
+            ledger.append({"key": f"{t}:0", "status": "ok", "index": 2})
+        real_append = EpisodeStore.append
+        stored = []
+
+        def dying_append(self, record):
+            if len(stored) == 3:
+                raise Killed()
+            stored.append(record.tags["run_key"])
+            real_append(self, record)
+
+        monkeypatch.setattr(EpisodeStore, "append", dying_append)
+        with pytest.raises(Killed):
+            PairPipeline(config).sample()
+        first_run = len(srv.requests)
+        monkeypatch.setattr(EpisodeStore, "append", real_append)
+        PairPipeline(config).sample()
+        branches = EpisodeStore(f"{config.out_dir}/branches.jsonl").records()
+        assert len(branches) == 4
+        # Only the unstored continuation is played again: its turns and one judge call.
+        replayed = [b for b in branches if b.tags["run_key"] not in stored]
+        assert len(replayed) == 1
+        assert len(srv.requests) - first_run == len(replayed[0].turns) - 2 + 1
+        for b in branches:   # a branch starts from the negative's history, trained seat at temperature 1.0
+            assert [t.argument for t in b.turns[:2]] == texts(b.tags["negative"][0])[:2]
+            assert b.branch_turn == 2 and b.sampling[0]["temperature"] == 1.0 and b.sampling[1]["temperature"] == 0.7
+            assert b.models == ["openai/agent", "openai/partner"]
+        decisions = StageFile(f"{config.out_dir}/sample.jsonl").final()
+        assert decisions["A:0"]["status"] == "kept" and decisions["A:0"]["positive"] in {b.episode_id for b in branches}
+        assert decisions["B:0"]["status"] == "dropped" and decisions["B:0"]["reason"] == "not_better"
+        before = len(srv.requests)
+        PairPipeline(config).sample()
+        assert len(srv.requests) == before
+
+
+def test_unjudged_candidate_is_retried_on_the_next_run_judge_only(tmp_path, api_key):
+    from agents.local_server import ScriptedOpenAIServer
+
+    judge = {"A": ["{", "{", "{", evaluation_json(9, 1)]}   # first episode's judge fails after 2 re-asks
+    with ScriptedOpenAIServer(sampling_server(judge)) as srv:
+        config = make_config(tmp_path, srv, **{"models.agent": "openai/agent", "models.partner": "openai/partner",
+                                                "sample.n": 1, "collect.max_turns": 4})
+        store_sessions(config, [episode(texts("A"), goals=(3, 9), episode_id="A", interlocutor="partner",
+                                        seats=(0,))])
+        StageFile(f"{config.out_dir}/locate.jsonl").append({"key": "A:0", "status": "ok", "index": 2})
+        PairPipeline(config).sample()
+        assert StageFile(f"{config.out_dir}/sample.jsonl").entries()["A:0"]["status"] == "error"
+        before = len(srv.requests)
+        summary = PairPipeline(config).run(Stage.sample)
+        assert len(srv.requests) == before + 1          # judged again, not replayed
+        assert StageFile(f"{config.out_dir}/sample.jsonl").entries()["A:0"]["status"] == "kept"
+        assert summary["sample"]["kept"] == 1 and summary["calls"]["sample_judge_calls"] == 4

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 from agents.formatter import ConversationFormat
 from sotopia_env.episode import EpisodeRecord, EpisodeStore
-from sotopia_env.errors import ConfigError
+from sotopia_env.errors import APIError, ConfigError
 from sotopia_env.profiles import Task
 
 from .config import PairKind, PairsConfig, SegmentMethod, Stage
@@ -62,8 +63,9 @@ class PairPipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self._tasks = list(tasks) if tasks is not None else None
         self._local: dict[str, tuple] = {}
-        self._clients: dict = {}
+        self._policies: dict = {}
         self._judge = None
+        self.unplayed: list[str] = []
         self._client = None
         self._scorer = None
         self.fmt = ConversationFormat(max_turns=config.collect.max_turns)
@@ -91,24 +93,27 @@ class PairPipeline:
             raise ConfigError(f"models.api_key_env names {name!r}, but that environment variable is not set")
         return os.environ[name]
 
-    def policy(self, model_id: str, temperature: float):
-        """A policy for ``model_id`` sampling at ``temperature`` (local models share their weights)."""
+    def policy(self, model_id: str):
+        """The policy of ``model_id``, one object per model (a local model's seats share one generation
+        batch); the temperature of each seat is set per episode job."""
+        if model_id in self._policies:
+            return self._policies[model_id]
         m = self.config.models
+        temperature = self.config.collect.temperature
         if is_local_model(model_id):
             from agents.hf_policy import HFPolicy
 
             model, tokenizer = self._local_model(model_id)
             policy = HFPolicy(model_id.removeprefix("hf:"), temperature=temperature, max_new_tokens=m.max_new_tokens,
-                              model=model, tokenizer=tokenizer, fmt=self.fmt)
+                              model=model, tokenizer=tokenizer, fmt=self.fmt, seed=self.config.seed)
         else:
             from agents.litellm_policy import LiteLLMPolicy
             from agents.llm_client import LLMClient
 
-            if model_id not in self._clients:  # one client per model: one concurrency bound for all seats
-                self._clients[model_id] = LLMClient(model_id, api_base=m.api_base, api_key=self._api_key(),
-                                                    max_concurrency=m.max_concurrency)
+            client = LLMClient(model_id, api_base=m.api_base, api_key=self._api_key(), max_concurrency=m.max_concurrency)
             policy = LiteLLMPolicy(model_id, temperature=temperature, max_new_tokens=m.max_new_tokens, fmt=self.fmt,
-                                   api_base=m.api_base, client=self._clients[model_id])
+                                   api_base=m.api_base, client=client)
+        self._policies[model_id] = policy
         return policy
 
     @property
@@ -122,7 +127,9 @@ class PairPipeline:
                 model, tokenizer = self._local_model(judge_id)
                 self._judge = LocalJudge(model=model, tokenizer=tokenizer)
             else:
-                self._judge = LLMJudge(judge_id, api_base=self.config.models.api_base, api_key=self._api_key())
+                self._judge = LLMJudge(judge_id, api_base=self.config.models.api_base, api_key=self._api_key(),
+                                       max_reasks=self.config.locate.max_reasks,
+                                       max_concurrency=self.config.models.max_concurrency)
         return self._judge
 
     def _asker(self) -> dict:
@@ -151,13 +158,23 @@ class PairPipeline:
         return self._tasks
 
     def _run(self, jobs: list, store: EpisodeStore) -> None:
+        """Play and judge ``jobs`` into ``store`` (skipping finished run keys). Episodes that could not
+        be played (API down after retries) are left for the next run; bad credentials stop the run."""
+        from agents.llm_client import FATAL_ERRORS
         from agents.runner import run_episodes
 
         done = store.done_keys()
         pending = [j for j in jobs if j.run_key not in done]
-        if pending:
+        if not pending:
+            return
+        try:
             run_episodes(pending, store, self.judge, concurrency=self.config.models.max_concurrency,
                          progress=self.config.progress)
+        except APIError as e:
+            if isinstance(e.__cause__, FATAL_ERRORS):
+                raise
+            warnings.warn(f"{e} -- the stage goes on with the finished episodes", stacklevel=2)
+            self.unplayed.append(str(e))
 
     def collect(self) -> None:
         """Stage 1: the agent plays the tasks in self-chat and against the partner (both seats); judged."""
@@ -165,25 +182,23 @@ class PairPipeline:
 
         c, m = self.config.collect, self.config.models
         done = self.episodes.done_keys()
-        agent = partner = None
         jobs = []
         for task in self.tasks():
             for rep in range(c.repeats):
                 for kind in c.interlocutors:
-                    seats = [None] if kind == "self" else [0, 1]
-                    for seat in seats:
+                    for seat in ([None] if kind == "self" else [0, 1]):
                         key = f"collect/{kind}/{task.pk}/{'both' if seat is None else f'seat{seat}'}/{rep}"
                         if key in done:
-                            continue
-                        agent = agent or self.policy(m.agent, c.temperature)
+                            continue  # no model is loaded when everything is already collected
                         if kind == "self":
-                            policies, agent_seats = (agent, agent), [0, 1]
+                            policies, agent_seats = (self.policy(m.agent),) * 2, [0, 1]
                         else:
-                            partner = partner or self.policy(m.partner, c.temperature)
+                            agent, partner = self.policy(m.agent), self.policy(m.partner)
                             policies = (agent, partner) if seat == 0 else (partner, agent)
                             agent_seats = [seat]
                         jobs.append(EpisodeJob(task=task, policies=policies, run_key=key,
                                                seed=sample_seed(self.config.seed, key), max_turns=c.max_turns,
+                                               temperatures=(c.temperature, c.temperature),
                                                tags={"interlocutor": kind, "agent_seats": agent_seats,
                                                      "stage": "collect"}))
         self._run(jobs, self.episodes)
@@ -248,23 +263,26 @@ class PairPipeline:
 
     # ------------------------------------------------------------------ stage 4: sample
 
-    def _sampling_policies(self, negative: EpisodeRecord, seat: int, interlocutor: str) -> tuple:
-        """(seat 0, seat 1) policies for sampling: the trained seat at the target temperature (played
-        by ``positive_model`` in the out-of-distribution ablation), the other at the partner's."""
+    def _sampling_seats(self, seat: int, interlocutor: str) -> tuple[tuple, tuple]:
+        """(policies, temperatures) of seats 0 and 1 for sampling: the trained seat at the target
+        temperature (played by ``positive_model`` in the out-of-distribution ablation), the other
+        seat at the partner's temperature."""
         m, s = self.config.models, self.config.sample
-        target = self.policy(m.positive_model or m.agent, s.target_temperature)
-        other = self.policy(m.agent if interlocutor == "self" else m.partner, s.partner_temperature)
-        return (target, other) if seat == 0 else (other, target)
+        target = self.policy(m.positive_model or m.agent)
+        other = self.policy(m.agent if interlocutor == "self" else m.partner)
+        if seat == 0:
+            return (target, other), (s.target_temperature, s.partner_temperature)
+        return (other, target), (s.partner_temperature, s.target_temperature)
 
-    def _sample_jobs(self, prefix: str, neg: Negative, record: EpisodeRecord, branch_turn: int, n: int,
-                     policies: tuple) -> list:
+    def _sample_jobs(self, prefix: str, neg: Negative, record: EpisodeRecord, branch_turn: int, n: int) -> list:
         from agents.runner import EpisodeJob
 
         model = self.config.models.positive_model or self.config.models.agent
         jobs = []
         for i in range(n):
             key = branch_run_key(prefix, neg.key, branch_turn, model, i)
-            jobs.append(EpisodeJob(task=record.task, policies=policies, run_key=key,
+            policies, temperatures = self._sampling_seats(neg.agent_index, neg.interlocutor)
+            jobs.append(EpisodeJob(task=record.task, policies=policies, run_key=key, temperatures=temperatures,
                                    seed=sample_seed(self.config.seed, key), history=list(record.turns[:branch_turn]),
                                    parent_episode_id=record.episode_id, branch_turn=branch_turn or None,
                                    max_turns=self.config.collect.max_turns,
@@ -280,13 +298,9 @@ class PairPipeline:
         todo = [(neg, e) for neg, e in todo if neg.key not in final]
         if not todo:
             return
-        jobs, cache = [], {}
+        jobs = []
         for neg, e in todo:
-            record = episodes[neg.episode_id]
-            group = (neg.interlocutor, neg.agent_index)
-            if group not in cache:
-                cache[group] = self._sampling_policies(record, neg.agent_index, neg.interlocutor)
-            jobs += self._sample_jobs(prefix, neg, record, e, n, cache[group])
+            jobs += self._sample_jobs(prefix, neg, episodes[neg.episode_id], e, n)
         self._run(jobs, store)
         by_key = {rec.tags.get("run_key"): rec for rec in self._latest(store).values()}
         model = self.config.models.positive_model or self.config.models.agent
@@ -403,9 +417,11 @@ class PairPipeline:
         for store, name in ((self.episodes, "collect"), (self.branches, "sample"),
                             (self.scratch_episodes, "scratch")):
             for rec in store:
-                calls[f"{name}_episodes_judged"] += int(rec.evaluation is not None)
+                calls[f"{name}_judge_calls"] += int((rec.usage.get("judge") or {}).get("calls", 0))
                 calls["cost"] += _usage_cost(rec.usage)
         summary["calls"] = dict(calls)
+        if self.unplayed:
+            summary["unplayed"] = self.unplayed
         summary["sampled_sessions"] = {"branches": len(self.branches), "scratch": len(self.scratch_episodes)}
         if write_counts is not None:
             summary["pairs"] = {k: dict(v) for k, v in write_counts.items()}
