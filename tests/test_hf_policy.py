@@ -1,0 +1,82 @@
+"""HFPolicy and its batched decode loop."""
+import pytest
+import torch
+
+from agents.formatter import ConversationTokenizer, agent_messages
+from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, sample_next
+from agents.policy import TurnRequest, build_policy
+from tests.test_formatter import make_task, make_turns
+
+
+def test_sample_next_greedy_rows_and_top_p():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9], [5.0, 0.0, 0.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    # temperature 0: argmax regardless of the other row's sampling
+    out = sample_next(logits, torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0]), g)
+    assert out[0].item() == 1
+    # a tiny top-p keeps only the most likely token, whatever the temperature
+    for _ in range(20):
+        out = sample_next(logits, torch.tensor([5.0, 5.0]), torch.tensor([0.01, 0.01]), g)
+        assert out.tolist() == [1, 0]
+    # top-p 0.5 on row 0 keeps tokens 1 and 3 (softmax 0.46 + 0.42 >= 0.5 reached after two)
+    seen = {sample_next(logits[:1], torch.tensor([1.0]), torch.tensor([0.5]), g).item() for _ in range(200)}
+    assert seen == {1, 3}
+
+
+def test_generate_batch_matches_generate_per_prompt(tiny_llama):
+    """Left-padded batch with rows leaving at different steps == greedy ``generate`` one by one."""
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
+    refs = [tiny_llama.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0,
+                                eos_token_id=None)[0, len(p):].tolist() for p in prompts]
+    # stop at the token row 1 emits at its 3rd step, so that row (and any sharing it) finishes early
+    stop = refs[1][2]
+    expected = []
+    for r in refs:
+        cut = r.index(stop) + 1 if stop in r else len(r)
+        expected.append(r[:cut])
+    got = generate_batch(tiny_llama, prompts, max_new_tokens=8, stop_ids=[stop], pad_id=0,
+                         temperatures=[0.0] * 3, top_ps=[1.0] * 3)
+    assert got == expected
+    assert len(got[1]) <= 3 and any(len(g) == 8 for g in got)
+
+
+def test_act_uses_formatter_prompt_and_batches(tiny_llama, embedded_tokenizer):
+    policy = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=6)
+    task = make_task()
+    turns = make_turns(task, 3)
+    requests = [TurnRequest(task=task, agent_index=1, turns=turns), TurnRequest(task=task, agent_index=0, turns=turns[:2]),
+                TurnRequest(task=task, agent_index=1, turns=turns[:1], temperature=1.0)]
+    results = policy.act(requests)
+    ct = ConversationTokenizer(embedded_tokenizer)
+    for req, res in zip(requests, results):
+        assert res.prompt_tokens == len(ct.prompt_ids(agent_messages(req.task, req.agent_index, req.turns)))
+        assert res.completion_tokens == 6 and res.omitted_turns == 0  # a random model never ends its turn
+        assert res.action_type in ("none", "speak", "non-verbal communication", "action", "leave")
+    assert policy.stats["batches"] == 1 and policy.stats["turns"] == 3
+    assert policy.stats["fallbacks"] == sum(r.fallback for r in results)
+    # greedy rows are reproducible and independent of what else is in the batch
+    alone = policy.act(requests[:1])[0]
+    assert alone.raw == results[0].raw
+    assert end_of_turn_ids(embedded_tokenizer) == [embedded_tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_long_context_drops_oldest_turns(tiny_llama, embedded_tokenizer):
+    task = make_task()
+    turns = make_turns(task, 6)
+    ct = ConversationTokenizer(embedded_tokenizer)
+    full = len(ct.prompt_ids(agent_messages(task, 0, turns)))
+    policy = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=2,
+                      max_context_tokens=full - 20 + 2)
+    ids, omitted = policy.prompt(TurnRequest(task=task, agent_index=0, turns=turns))
+    assert omitted >= 1 and len(ids) <= full - 20
+    assert ids == ct.prompt_ids(agent_messages(task, 0, turns[omitted:], omitted=omitted))
+    result = policy.act([TurnRequest(task=task, agent_index=0, turns=turns)])[0]
+    assert result.omitted_turns == omitted and policy.stats["truncated_turns"] == 1
+
+
+def test_build_policy_routes_model_strings():
+    from agents.litellm_policy import LiteLLMPolicy
+
+    p = build_policy("openai/some-model", api_base="http://127.0.0.1:1/v1", temperature=0.3)
+    assert isinstance(p, LiteLLMPolicy) and p.name == "openai/some-model" and p.sampling["temperature"] == 0.3
+    assert isinstance(build_policy("ollama/llama3"), LiteLLMPolicy)
