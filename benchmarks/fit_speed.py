@@ -1,0 +1,237 @@
+"""Training speed of ``sdpo.fit`` against TRL's DPOTrainer, with and without prefix sharing.
+
+    python -m benchmarks.fit_speed            # a few minutes on 2 CPU cores
+    python -m benchmarks.fit_speed --steps 6 --warmup 1
+
+Prints, side by side from one run (each contender in its own subprocess, so peak memory is
+per contender), the ratios of TARGETS.md:
+
+* ``sdpo.fit`` vs TRL ``DPOTrainer`` at its best (``precompute_ref_log_probs=True``, same
+  embedded model in fp32 on CPU, same single-turn pairs, same batch size, bf16 and gradient
+  checkpointing off): training throughput in the tokens TRL feeds (prompt + chosen + prompt +
+  rejected per pair; the same count for both, so the ratio is the pairs/s ratio) and peak RSS.
+* prefix sharing vs none, on multi-turn SDPO pairs (segment of 3 agent turns).
+* training FLOP use (6 x parameters x tokens processed per second) vs a plain 2048x2048 fp32
+  matmul timed in the same run.
+
+Step times exclude the first ``--warmup`` steps and the one-off reference pass of both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+WORDS = ("we could meet halfway on the price if you can pick it up this week and I will add the lock "
+         "and the lights because I want it to go to someone who will ride it often").split()
+
+
+def _reply(seed: int, words: int) -> str:
+    return " ".join(WORDS[(seed * 7 + i) % len(WORDS)] for i in range(words))
+
+
+def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_words: int, kind: str) -> None:
+    """Write ``n`` synthetic pairs: ``history_turns`` alternating turns, then per side ``segment``
+    agent turns (with partner turns between them) of about ``reply_words`` words each."""
+    from sdpo.pairs_schema import PairRecord, write_pair
+    from sotopia_env.episode import Turn
+    from sotopia_env.profiles import Profile, Relationship, Scenario, Task
+
+    task = Task(pk="bench", scenario=Scenario(
+        pk="bench-sc", codename="bike_sale", relationship=Relationship.acquaintance,
+        scenario="Two neighbours meet in the hallway; one is selling a used bicycle the other wants to buy.",
+        agent_goals=["Sell the bicycle for at least $120.", "Buy the bicycle for at most $100."]),
+        profiles=(Profile(pk="a", first_name="Ana", last_name="Reyes", age=34, occupation="nurse",
+                          public_info="Works night shifts at the city hospital.", secret="Saving to move abroad."),
+                  Profile(pk="b", first_name="Ben", last_name="Okafor", age=29, occupation="teacher",
+                          public_info="Coaches the school football team.", secret="Broke a fence last year.")))
+    names = [p.name for p in task.profiles]
+    path.unlink(missing_ok=True)
+    for k in range(n):
+        history = [Turn(turn=i, agent_index=i % 2, speaker=names[i % 2], action_type="speak",
+                        argument=_reply(k + i, 30)) for i in range(history_turns)]
+        in_history = sum(1 for t in history if t.agent_index == 0)
+
+        def side(tag: int) -> list:
+            out, i = [], history_turns
+            while sum(1 for t in out if t.agent_index == 0) < segment:
+                words = reply_words if i % 2 == 0 else 30
+                out.append(Turn(turn=i, agent_index=i % 2, speaker=names[i % 2], action_type="speak",
+                                argument=_reply(k * 3 + i + tag, words + tag)))
+                i += 1
+            return out
+
+        write_pair(path, PairRecord(pair_id=f"b{k}", kind=kind, task=task, agent_index=0, history=history,
+                                    chosen=side(0), rejected=side(5),
+                                    segment={"chosen": (in_history, in_history + segment - 1),
+                                             "rejected": (in_history, in_history + segment - 1)}))
+
+
+def trl_token_count(pairs_path: Path) -> float:
+    """Mean tokens TRL feeds per pair: (prompt + chosen) + (prompt + rejected), from our tokenization
+    (the same tokens: prompt = shared prefix, reply = the target turn)."""
+    from agents.formatter import ConversationTokenizer
+    from agents.models import load_tokenizer
+    from sdpo.pairs_schema import read_pairs
+    from sdpo.tokenize import tokenize_pairs
+
+    tokenized, _ = tokenize_pairs(ConversationTokenizer(load_tokenizer("embedded")), read_pairs(pairs_path))
+    return sum(len(tp.chosen.input_ids) + len(tp.rejected.input_ids) for tp in tokenized) / len(tokenized)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (each in its own process).
+
+def worker_ours(pairs: str, out: str, steps: int, batch: int, prefix_sharing: bool) -> dict:
+    from sdpo.fit import FitConfig, fit
+
+    result = fit(FitConfig(model="embedded", data=pairs, output_dir=out, batch_size=batch, micro_batch_size=batch,
+                           max_steps=steps, lr=1e-6, prefix_sharing=prefix_sharing, progress=False,
+                           save_every=0, reference_cache=False))
+    seconds = [h["tokens"] / h["tokens_per_s"] for h in result.history]
+    return {"step_seconds": seconds, "processed_tokens": [h["tokens"] for h in result.history]}
+
+
+def worker_trl(pairs: str, out: str, steps: int, batch: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from agents.formatter import ConversationTokenizer, agent_messages, render_action
+    from agents.models import load_model, load_tokenizer
+    from sdpo.pairs_schema import read_pairs
+
+    tokenizer = load_tokenizer("embedded")
+    conv = ConversationTokenizer(tokenizer)
+    rows = []
+    for p in read_pairs(pairs):
+        prompt = conv._render(agent_messages(p.task, p.agent_index, p.history), True)
+        reply = {side: render_action(getattr(p, side)[0].action_type, getattr(p, side)[0].argument)
+                 for side in ("chosen", "rejected")}
+        # TRL appends the EOS (<|im_end|>) itself; our targets also hold the newline after it
+        rows.append({"prompt": prompt, "chosen": reply["chosen"], "rejected": reply["rejected"]})
+    model = load_model("embedded", device="cpu", dtype=torch.float32)   # the plain rebuild, not GGUF-flagged
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    args = DPOConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                     max_steps=steps, learning_rate=1e-6, beta=0.1, precompute_ref_log_probs=True,
+                     precompute_ref_batch_size=batch, bf16=False, gradient_checkpointing=False, use_cpu=True,
+                     report_to=[], save_strategy="no", logging_steps=1000, max_length=None,
+                     dataloader_num_workers=0, seed=11, disable_tqdm=True)
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, callbacks=[StepTimer()])
+    trainer.train()
+    return {"step_seconds": times}
+
+
+def run_worker(argv: list[str]) -> dict:
+    """Run one contender in a subprocess; returns its JSON result plus its peak RSS in MiB."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fit_speed", "--worker", *argv], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {argv[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps per contender")
+    parser.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
+    parser.add_argument("--batch", type=int, default=2, help="pairs per step (one micro-batch)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        kind, pairs, out = args.worker[:3]
+        if kind == "trl":
+            result = worker_trl(pairs, out, args.steps, args.batch)
+        else:
+            result = worker_ours(pairs, out, args.steps, args.batch, prefix_sharing=kind == "ours")
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    from agents.models import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        single, multi = tmp / "single.jsonl", tmp / "multi.jsonl"
+        n = args.batch * args.steps
+        # TARGETS.md's shape: a ~346-token prompt and ~120-token replies
+        make_pairs(single, n, history_turns=1, segment=1, reply_words=75, kind="dpo")
+        make_pairs(multi, n, history_turns=4, segment=3, reply_words=40, kind="sdpo")
+        single_tokens, multi_tokens = trl_token_count(single), trl_token_count(multi)
+        params = sum(p.numel() for p in load_model("embedded", device="cpu").parameters())
+
+        results = {}
+        for name, argv in (("trl", ["trl", str(single), str(tmp / "trl")]),
+                           ("ours", ["ours", str(single), str(tmp / "ours")]),
+                           ("multi_shared", ["ours", str(multi), str(tmp / "ms")]),
+                           ("multi_unshared", ["ours_noshare", str(multi), str(tmp / "mu")])):
+            print(f"running {name} ...", flush=True)
+            results[name] = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)])
+        flops_ref = matmul_flops()
+
+    def pairs_per_s(r):
+        timed = r["step_seconds"][args.warmup:]
+        return args.batch * len(timed) / sum(timed)
+
+    trl, ours = pairs_per_s(results["trl"]), pairs_per_s(results["ours"])
+    shared, unshared = pairs_per_s(results["multi_shared"]), pairs_per_s(results["multi_unshared"])
+    processed = results["ours"]["processed_tokens"][args.warmup:]
+    seconds = results["ours"]["step_seconds"][args.warmup:]
+    flop_use = 6 * params * sum(processed) / sum(seconds) / flops_ref
+    rows = [
+        ("throughput, single-turn (TRL tokens/s)", f"{trl * single_tokens:9.1f}", f"{ours * single_tokens:9.1f}",
+         f"{ours / trl:5.2f}x", ">= 2x"),
+        ("peak RSS MiB, single-turn", f"{results['trl']['peak_rss_mib']:9.0f}",
+         f"{results['ours']['peak_rss_mib']:9.0f}",
+         f"{results['ours']['peak_rss_mib'] / results['trl']['peak_rss_mib']:5.2f}x", "<= 1x"),
+        ("prefix sharing, multi-turn (pair tokens/s)", f"{unshared * multi_tokens:9.1f}",
+         f"{shared * multi_tokens:9.1f}", f"{shared / unshared:5.2f}x", ">= 1.5x"),
+        ("FLOP use vs 2048^2 fp32 matmul (GFLOP/s)", f"{flops_ref / 1e9:9.1f}",
+         f"{6 * params * sum(processed) / sum(seconds) / 1e9:9.1f}", f"{flop_use:5.0%}", ">= 60%"),
+    ]
+    print(f"\nembedded model ({params / 1e6:.0f}M params, fp32, CPU, {torch.get_num_threads()} threads), batch "
+          f"{args.batch} pairs, {args.steps} steps ({args.warmup} warm-up left out); single-turn pairs "
+          f"{single_tokens:.0f} TRL tokens, multi-turn {multi_tokens:.0f}")
+    print(f"{'measure':45} {'baseline':>9} {'sdpo.fit':>9} {'ratio':>6}  target")
+    for row in rows:
+        print(f"{row[0]:45} {row[1]} {row[2]} {row[3]:>6}  {row[4]}")
+    print("baselines: TRL DPOTrainer (precompute_ref_log_probs=True) | fit without prefix sharing | matmul")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,543 @@
+"""``python -m sdpo.fit``: train a social agent on a pair file with segment-level DPO (or a baseline).
+
+    python -m sdpo.fit data=pairs.jsonl loss=sdpo model=embedded lr=1e-6 epochs=2
+    python -m sdpo.fit +preset=llama31_8b_sdpo data=pairs.jsonl model=<your BC checkpoint>
+    accelerate launch --config_file sdpo/conf/accelerate/zero3.yaml -m sdpo.fit +preset=llama31_8b_sdpo ...
+
+Losses (``loss=``): ``sdpo`` (segment-level DPO), ``dpo`` (error turn only), ``eto``, ``dmpo``
+(whole sessions; ``gamma``), ``sft`` (behavioural cloning on the chosen side) and
+``preferred_sft`` (SFT on SDPO's positive sessions). Settings are the fields of
+:class:`FitConfig`, each overridable on the command line (hydra).
+
+The run reads top to bottom: config, data (pairs -> tokens), model (+ LoRA), optimizer and
+schedule, reference log-probs (once, cached beside the data), resume, then one loop over
+optimizer steps with gradient accumulation, clipping, step, logging and checkpoints.
+
+A checkpoint ``<output_dir>/checkpoints/step-NNNNNN`` is a Hugging Face folder
+(``save_pretrained``: full weights, or the LoRA adapter) with the tokenizer and its chat template,
+``fit_config.yaml`` (the resolved config), ``fit_meta.json`` (model id, data hash, chat
+template, tokenization counts) and ``trainer_state.pt`` (optimizer, scheduler, RNG, step; tensors
+and plain containers only, loaded with ``weights_only=True``). It loads with
+``agents.models.load_model(path)``. A run whose output folder holds checkpoints resumes from the
+latest one exactly: the data order is a function of (seed, epoch), so the same steps follow.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from sotopia_env.errors import ConfigError, DataError
+
+DEMO_PAIRS = str(Path(__file__).parent / "data" / "demo_pairs.jsonl")
+
+
+class LossName(str, Enum):
+    sdpo = "sdpo"
+    dpo = "dpo"
+    eto = "eto"
+    dmpo = "dmpo"
+    sft = "sft"
+    preferred_sft = "preferred_sft"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+SFT_LOSS_NAMES = (LossName.sft, LossName.preferred_sft)
+
+
+@dataclass
+class FitConfig:
+    """Settings of one training run (the paper's are in ``sdpo/conf/preset/``)."""
+
+    model: str = "embedded"
+    """Starting policy, also the frozen reference: ``embedded``, a Hugging Face id, a local path or a checkpoint."""
+    data: str = DEMO_PAIRS
+    """Pair file (JSONL, see sdpo/PAIRS.md)."""
+    loss: LossName = LossName.sdpo
+    """sdpo | dpo | eto | dmpo | sft | preferred_sft."""
+    beta: float = 0.1
+    """KL strength of the preference losses."""
+    gamma: float = 0.7
+    """DMPO's discount (loss=dmpo only)."""
+    lr: float = 1e-6
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    schedule: Schedule = Schedule.cosine
+    """Learning-rate decay after warm-up: cosine | linear | constant."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps spent warming up linearly from 0."""
+    batch_size: int = 32
+    """Effective batch in pairs per optimizer step (all processes, all accumulation steps)."""
+    micro_batch_size: int = 2
+    """Pairs per forward pass on one process; batch_size / (micro_batch_size * processes) micro-batches are accumulated."""
+    epochs: int = 2
+    max_steps: Optional[int] = None
+    """Total optimizer steps (overrides epochs; the schedule spans them)."""
+    stop_after_steps: Optional[int] = None
+    """Stop once this many optimizer steps are done, without changing the schedule (chunked jobs); rerun to resume."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0: off)."""
+    seed: int = 11
+    max_length: int = 4096
+    """Token limit per side; the oldest history turns are dropped to fit, unfittable pairs skipped."""
+    prefix_sharing: bool = True
+    """Forward the shared history once per pair (packed branches)."""
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    dropout: Optional[float] = None
+    """Attention dropout of the model (the paper's SFT uses 0.2); None keeps the model's."""
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    """bf16 autocast (weights and AdamW states stay fp32)."""
+    output_dir: str = "outputs/fit"
+    save_every: int = 0
+    """Checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = 3
+    """How many step checkpoints to keep (older ones are deleted); the final one is always kept."""
+    resume: bool = True
+    """Resume from the latest checkpoint in output_dir when there is one."""
+    reference_cache: bool = True
+    """Cache the reference log-probs beside the pair file (else keep them in memory only)."""
+    log_every: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        self.loss = LossName(self.loss)
+        self.schedule = Schedule(self.schedule)
+        positive = {"batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
+                    "epochs": self.epochs, "max_length": self.max_length, "log_every": self.log_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("max_steps", "stop_after_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or null, got {value}")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"batch_size {self.batch_size} must be a multiple of micro_batch_size "
+                              f"{self.micro_batch_size} (the difference is gradient accumulation)")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0 or self.beta <= 0:
+            raise ConfigError(f"lr and beta must be > 0, got lr={self.lr}, beta={self.beta}")
+        if self.loss == LossName.dmpo and not 0.0 < self.gamma < 1.0:
+            raise ConfigError(f"gamma must be strictly between 0 and 1 for loss=dmpo, got {self.gamma}")
+        if self.save_every < 0 or self.keep_checkpoints < 1:
+            raise ConfigError("save_every must be >= 0 and keep_checkpoints >= 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces the loop calls (each small; the loop itself is `fit` below).
+
+def lr_lambda(step: int, total: int, warmup: int, schedule: Schedule) -> float:
+    """Learning-rate factor at ``step``: linear warm-up over ``warmup`` steps, then the decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    if schedule == Schedule.cosine:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == Schedule.linear:
+        return max(0.0, 1.0 - progress)
+    return 1.0
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The pair order of an epoch: a permutation that depends only on (seed, epoch), so a resumed
+    run visits the same pairs in the same order."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def rng_state() -> dict:
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+             "numpy": torch.from_numpy(np_state[1].astype("int64")), "numpy_pos": int(np_state[2]),
+             "numpy_has_gauss": int(np_state[3]), "numpy_gauss": float(np_state[4])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype("uint32"), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint (one with trainer_state.pt, written last) or None."""
+    root = Path(output_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").exists()) if root.exists() else []
+    return done[-1] if done else None
+
+
+def fit_summary(metrics: dict) -> str:
+    keys = ("loss", "rewards/margins", "rewards/accuracies", "lr", "grad_norm", "tokens_per_s")
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+@dataclass
+class FitResult:
+    """What a run produced: the final checkpoint folder, the step reached, per-step metrics."""
+
+    checkpoint: Path | None
+    step: int
+    total_steps: int
+    history: list[dict]
+    tokenize_stats: dict
+
+
+# ---------------------------------------------------------------------------------------------
+
+def fit(cfg: FitConfig) -> FitResult:
+    """Train according to ``cfg``; returns where the final checkpoint is (see the module doc)."""
+    from accelerate import Accelerator
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from agents.formatter import ConversationTokenizer
+    from agents.models import is_embedded, load_model, load_tokenizer
+
+    from . import reference as ref_cache
+    from .losses import LOSSES, SFT_LOSSES, per_turn_logp_gaps, preference_metrics
+    from .model_forward import pack_pairs, pair_logps
+    from .pairs_schema import read_pairs
+    from .tokenize import tokenize_pairs
+
+    # --- config -------------------------------------------------------------------------------
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % (cfg.micro_batch_size * world):
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of micro_batch_size x processes = "
+                          f"{cfg.micro_batch_size} x {world}")
+    accumulation = cfg.batch_size // (cfg.micro_batch_size * world)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out_dir = Path(cfg.output_dir)
+    resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    is_sft = cfg.loss in SFT_LOSS_NAMES
+
+    # --- data ---------------------------------------------------------------------------------
+    tokenizer = load_tokenizer(cfg.model)
+    conv = ConversationTokenizer(tokenizer)
+    pairs = read_pairs(cfg.data)
+    if not is_sft:
+        one_sided = [p.pair_id for p in pairs if p.rejected is None]
+        if one_sided:
+            raise DataError(f"loss={cfg.loss.value} needs a rejected side, but {len(one_sided)} pair(s) have none "
+                            f"(e.g. {one_sided[0]!r}); use loss=sft or loss=preferred_sft", path=cfg.data,
+                            field="rejected")
+    tokenized, stats = tokenize_pairs(conv, pairs, cfg.max_length, progress=cfg.progress and accelerator.is_main_process)
+    if is_sft:   # behavioural cloning reads the chosen side only
+        tokenized = [dataclasses.replace(tp, rejected=None, prefix_len=0) for tp in tokenized]
+    if not tokenized:
+        raise DataError(f"no pair fits max_length={cfg.max_length} ({stats.skipped} skipped)", path=cfg.data)
+    steps_per_epoch = math.ceil(len(tokenized) / cfg.batch_size)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    # --- model --------------------------------------------------------------------------------
+    model = load_model(cfg.model, dtype=torch.float32, device=accelerator.device)
+    if cfg.dropout is not None:
+        if not hasattr(model.config, "attention_dropout"):
+            raise ConfigError(f"dropout is set but model {cfg.model!r} has no attention_dropout setting")
+        model.config.attention_dropout = cfg.dropout
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                                                 target_modules=list(cfg.lora_target_modules)))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    # --- optimizer and schedule ---------------------------------------------------------------
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, total_steps, warmup, cfg.schedule))
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # --- reference log-probs: once, no grad, cached beside the data ----------------------------
+    reference: dict = {}
+    if not is_sft:
+        settings = {"max_length": cfg.max_length, "chat_template": conv.chat_template, "bf16": cfg.bf16,
+                    "formats": sorted({json.dumps(dataclasses.asdict(p.format), sort_keys=True) for p in pairs})}
+        key = ref_cache.cache_key(cfg.model, ref_cache.weights_fingerprint(accelerator.unwrap_model(model)),
+                                  ref_cache.file_hash(cfg.data), settings)
+        path = ref_cache.cache_path(cfg.data, key)
+        reference = (ref_cache.load_reference(path, key) if cfg.reference_cache else None) or {}
+        if any(tp.pair_id not in reference for tp in tokenized):
+            reference = ref_cache.compute_reference(
+                model, tokenized, batch_size=cfg.micro_batch_size, prefix_sharing=cfg.prefix_sharing,
+                pad_id=tokenizer.pad_token_id, device=accelerator.device,
+                progress=cfg.progress and accelerator.is_main_process)
+            if cfg.reference_cache and accelerator.is_main_process:
+                try:
+                    ref_cache.save_reference(path, key, reference, {"model": cfg.model, "data": cfg.data, **settings})
+                except OSError as e:   # a read-only data folder: keep the reference in memory
+                    tqdm.write(f"reference cache not written ({e}); continuing without it")
+        accelerator.wait_for_everyone()
+
+    # --- resume -------------------------------------------------------------------------------
+    step = 0
+    history: list[dict] = []
+    last = latest_checkpoint(out_dir) if cfg.resume else None
+    if last is not None:
+        step = _load_checkpoint(last, accelerator, model, optimizer, scheduler, lora=cfg.lora)
+        history = _read_log(out_dir / "metrics.jsonl", step)
+        tqdm.write(f"resumed from {last} at step {step}/{total_steps}") if accelerator.is_main_process else None
+    writer = None
+    if cfg.tensorboard and accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def save(at_step: int) -> Path:
+        meta = {"model": cfg.model, "base_is_embedded": is_embedded(cfg.model), "data": cfg.data,
+                "data_sha256": ref_cache.file_hash(cfg.data), "step": at_step, "total_steps": total_steps,
+                "processes": world, "chat_template": conv.chat_template, "tokenize": dataclasses.asdict(stats)}
+        return _save_checkpoint(out_dir, at_step, accelerator, model, optimizer, scheduler, tokenizer, resolved,
+                                meta, lora=cfg.lora, base_model=cfg.model, keep=cfg.keep_checkpoints,
+                                final=at_step == total_steps)
+
+    # --- the loop: one iteration per optimizer step -------------------------------------------
+    loss_fn = SFT_LOSSES[cfg.loss.value] if is_sft else LOSSES[cfg.loss.value]
+    loss_kwargs = {} if is_sft else ({"beta": cfg.beta, "gamma": cfg.gamma} if cfg.loss == LossName.dmpo
+                                     else {"beta": cfg.beta})
+    checkpoint = last
+    stop_at = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
+    bar = tqdm(total=total_steps, initial=step, desc=f"fit {cfg.loss.value}",
+               disable=not (cfg.progress and accelerator.is_main_process))
+    model.train()
+    while step < stop_at:
+        started = time.perf_counter()
+        epoch, index_in_epoch = divmod(step, steps_per_epoch)
+        order = epoch_order(cfg.seed, epoch, len(tokenized))
+        step_ids = order[index_in_epoch * cfg.batch_size:(index_in_epoch + 1) * cfg.batch_size]
+        mine = step_ids[rank::world]
+        micro_batches = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        sums: dict[str, float] = {"loss": 0.0}
+        gaps: list[torch.Tensor] = []
+        tokens = 0
+        for m, micro in enumerate(micro_batches):
+            batch_pairs = [tokenized[i] for i in micro]
+            batch = pack_pairs(batch_pairs, prefix_sharing=cfg.prefix_sharing,
+                               pad_id=tokenizer.pad_token_id).to(accelerator.device)
+            tokens += batch.n_tokens
+            # gradients are all-reduced only on the last micro-batch of the step
+            sync = contextlib.nullcontext() if m == len(micro_batches) - 1 else accelerator.no_sync(model)
+            with sync:
+                logps = pair_logps(model, batch)
+                if is_sft:
+                    losses = loss_fn(logps.chosen_tokens, logps.chosen_token_mask)
+                else:
+                    ref_chosen, ref_rejected = ref_cache.reference_batch(
+                        reference, [tp.pair_id for tp in batch_pairs], logps.chosen.shape[1],
+                        logps.rejected.shape[1], device=accelerator.device)
+                    losses, chosen_rewards, rejected_rewards = loss_fn(
+                        logps.chosen, logps.rejected, ref_chosen, ref_rejected, logps.chosen_mask,
+                        logps.rejected_mask, **loss_kwargs)
+                loss = losses.sum() / len(mine)   # mean over the step's pairs on this process
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {step + 1} (epoch {epoch}), pairs "
+                        f"{[tp.pair_id for tp in batch_pairs]}; lower lr (now {scheduler.get_last_lr()[0]:.3g}), "
+                        f"check the data, or turn bf16 off")
+                accelerator.backward(loss)
+            sums["loss"] += loss.item()
+            if not is_sft:
+                for k, v in preference_metrics(chosen_rewards, rejected_rewards, logps.chosen, logps.rejected,
+                                               logps.chosen_mask, logps.rejected_mask).items():
+                    sums[k] = sums.get(k, 0.0) + v * len(micro) / len(mine)
+                gaps.append(per_turn_logp_gaps(logps.chosen, logps.rejected, logps.chosen_mask,
+                                               logps.rejected_mask))
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+
+        # --- logging ---------------------------------------------------------------------------
+        metrics = {k: accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean").item()
+                   for k, v in sums.items()}
+        if gaps:
+            width = max(g.numel() for g in gaps)
+            stacked = torch.stack([torch.nn.functional.pad(g, (0, width - g.numel()), value=math.nan) for g in gaps])
+            for t, gap in enumerate(stacked.nanmean(0).tolist()):
+                if not math.isnan(gap):
+                    metrics[f"logps/gap_turn_{t}"] = gap
+        metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, tokens=tokens * world,
+                       tokens_per_s=tokens * world / (time.perf_counter() - started))
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        history.append(metrics)
+        if accelerator.is_main_process:
+            _append_log(out_dir / "metrics.jsonl", metrics)
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(k, v, step)
+            if step % cfg.log_every == 0 or step == total_steps:
+                tqdm.write(f"step {step}/{total_steps} " + fit_summary(metrics))
+        if (cfg.save_every and step % cfg.save_every == 0) or step == stop_at:
+            checkpoint = save(step)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return FitResult(checkpoint=checkpoint, step=step, total_steps=total_steps, history=history,
+                     tokenize_stats=dataclasses.asdict(stats))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the metrics log.
+
+def _append_log(path: Path, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _read_log(path: Path, up_to_step: int) -> list[dict]:
+    """Metrics already logged up to the resumed step (lines past it, from after the checkpoint
+    of an interrupted run, are dropped from the file so it stays one line per step)."""
+    if not path.exists():
+        return []
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [m for m in kept if m.get("step", 0) <= up_to_step]
+    path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    return kept
+
+
+def _save_checkpoint(out_dir: Path, step: int, accelerator, model, optimizer, scheduler, tokenizer, resolved: str,
+                     meta: dict, *, lora: bool, base_model: str, keep: int, final: bool) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` (see the module doc); trainer_state.pt is written last, so
+    a folder without it is an interrupted save and is ignored on resume."""
+    from accelerate.utils import DistributedType
+
+    folder = out_dir / "checkpoints" / f"step-{step:06d}"
+    state_dict = accelerator.get_state_dict(model)
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if sharded:   # optimizer states are partitioned across processes: accelerate writes each shard
+        accelerator.save_state(str(folder / "sharded_state"))
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        if lora:   # the adapter names its base by our model id, so `embedded` resolves on any machine
+            adapter_config = folder / "adapter_config.json"
+            config = json.loads(adapter_config.read_text())
+            config["base_model_name_or_path"] = base_model
+            adapter_config.write_text(json.dumps(config, indent=2))
+        (folder / "fit_config.yaml").write_text(resolved)
+        (folder / "fit_meta.json").write_text(json.dumps(meta, indent=2))
+        state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        if not sharded:
+            state["optimizer"] = optimizer.state_dict()
+        torch.save(state, folder / "trainer_state.pt.tmp")
+        os.replace(folder / "trainer_state.pt.tmp", folder / "trainer_state.pt")
+        steps = sorted(p for p in folder.parent.glob("step-*") if p != folder)
+        for old in steps[:max(len(steps) - (keep - 1), 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def _load_checkpoint(folder: Path, accelerator, model, optimizer, scheduler, *, lora: bool) -> int:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns its step."""
+    from accelerate.utils import DistributedType
+    from safetensors.torch import load_file
+
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        accelerator.load_state(str(folder / "sharded_state"))
+    else:
+        unwrapped = accelerator.unwrap_model(model)
+        if lora:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(unwrapped, load_file(folder / "adapter_model.safetensors"))
+        else:
+            weights = load_file(folder / "model.safetensors", device=str(accelerator.device))
+            missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
+            missing = [k for k in missing if k not in _tied_names(unwrapped)]
+            if missing or unexpected:
+                raise DataError(f"checkpoint weights do not match the model: missing {missing[:3]}, "
+                                f"unexpected {unexpected[:3]}", path=str(folder))
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _tied_names(model) -> set[str]:
+    """Parameter names that save_pretrained leaves out because they are tied to another."""
+    if getattr(model.config, "tie_word_embeddings", False):
+        return {"lm_head.weight"}
+    return set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (hydra).
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="fit_schema", node=FitConfig)
+
+
+_register()
+
+
+def _hydra_main():
+    import hydra
+    from omegaconf import OmegaConf
+
+    @hydra.main(version_base=None, config_path="conf", config_name="fit")
+    def main(cfg) -> None:
+        result = fit(OmegaConf.to_object(cfg))
+        print(f"done: step {result.step}/{result.total_steps}; checkpoint {result.checkpoint}")
+
+    main()
+
+
+if __name__ == "__main__":
+    _hydra_main()

@@ -1,0 +1,162 @@
+"""sdpo.fit: toy overfit, exact resume, checkpoints that load, errors, the hydra command line."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sdpo.fit import DEMO_PAIRS, FitConfig, LossName, fit, lr_lambda, Schedule
+from sdpo.pairs_schema import read_pairs, write_pair
+from sotopia_env.errors import ConfigError, DataError
+from tests.pair_fixtures import make_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_llama, embedded_tokenizer):
+    """The tiny random Llama saved as a model folder (what `model=` points at)."""
+    path = tmp_path / "tiny"
+    tiny_llama.save_pretrained(path)
+    embedded_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def demo_copy(tmp_path):
+    """The first 8 shipped demo pairs, copied so the reference cache is written beside the copy."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(Path(DEMO_PAIRS).read_text().splitlines(keepends=True)[:8]))
+    return str(path)
+
+
+def _cfg(model, data, out, **kw):
+    base = dict(model=model, data=data, output_dir=str(out), batch_size=2, micro_batch_size=1, lr=1e-2,
+                progress=False)
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def test_demo_pairs_are_valid():
+    pairs = read_pairs(DEMO_PAIRS)
+    assert len(pairs) >= 8 and all(p.kind == "sdpo" and p.rejected for p in pairs)
+
+
+@pytest.mark.parametrize("loss, lr, drop", [("sdpo", 1e-2, 0.5), ("sft", 3e-2, 0.9)])
+def test_toy_overfit_loss_goes_down(tiny_dir, demo_copy, tmp_path, loss, lr, drop):
+    result = fit(_cfg(tiny_dir, demo_copy, tmp_path / "out", loss=loss, lr=lr, max_steps=8, epochs=1))
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 8 and losses[-1] < drop * losses[0], losses
+    if loss == "sdpo":
+        assert losses[0] == pytest.approx(0.6931, abs=1e-3)   # policy == reference: ln 2
+        last = result.history[-1]
+        assert last["rewards/accuracies"] == 1.0 and last["rewards/margins"] > 1
+        assert "logps/gap_turn_0" in last and "logps/chosen" in last
+    log = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in log] == list(range(1, 9))
+    # the reference was cached beside the data and is reused by the next run
+    assert len(list(Path(demo_copy).parent.glob("pairs.jsonl.ref-*.pt"))) == (1 if loss == "sdpo" else 0)
+
+
+def test_resume_is_exact(tiny_dir, demo_copy, tmp_path):
+    """Interrupted after 2 of 4 steps and resumed == uninterrupted (weights bit for bit). Attention
+    dropout is on so that the RNG state matters too."""
+    kw = dict(max_steps=4, dropout=0.1, save_every=0, micro_batch_size=2)
+    whole = fit(_cfg(tiny_dir, demo_copy, tmp_path / "whole", **kw))
+    first = fit(_cfg(tiny_dir, demo_copy, tmp_path / "parts", stop_after_steps=2, **kw))
+    assert first.step == 2 and first.checkpoint.name == "step-000002"
+    second = fit(_cfg(tiny_dir, demo_copy, tmp_path / "parts", **kw))
+    assert second.step == 4
+    a = load_file(whole.checkpoint / "model.safetensors")
+    b = load_file(second.checkpoint / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in second.history]
+    c = load_file(first.checkpoint / "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    # trainer state holds tensors and plain containers only
+    state = torch.load(second.checkpoint / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 4 and "optimizer" in state
+    meta = json.loads((second.checkpoint / "fit_meta.json").read_text())
+    assert meta["model"] == tiny_dir and "im_start" in meta["chat_template"]
+    assert "loss: sdpo" in (second.checkpoint / "fit_config.yaml").read_text()
+
+
+def test_checkpoint_loads_as_policy(tiny_dir, demo_copy, tmp_path):
+    from agents.models import load_model
+
+    result = fit(_cfg(tiny_dir, demo_copy, tmp_path / "out", max_steps=1, lora=True, lora_r=4))
+    assert (result.checkpoint / "adapter_config.json").exists()
+    model = load_model(str(result.checkpoint), device="cpu")
+    assert sum("lora_" in n for n, _ in model.named_parameters()) > 0
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, tiny_llama, embedded_tokenizer, demo_copy):
+    with torch.no_grad():
+        tiny_llama.model.norm.weight.fill_(float("nan"))
+    tiny_llama.save_pretrained(tmp_path / "nan")
+    embedded_tokenizer.save_pretrained(tmp_path / "nan")
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 .*pairs \['demo"):
+        fit(_cfg(str(tmp_path / "nan"), demo_copy, tmp_path / "out", max_steps=1, reference_cache=False))
+
+
+def test_user_errors(tiny_dir, tmp_path):
+    sft_pairs = tmp_path / "sft.jsonl"
+    write_pair(sft_pairs, make_pair("s1", kind="sft"))
+    with pytest.raises(DataError, match=r"sft.jsonl: field 'rejected': loss=sdpo needs a rejected side"):
+        fit(_cfg(tiny_dir, str(sft_pairs), tmp_path / "out", max_steps=1))
+    with pytest.raises(ConfigError, match="batch_size 6 must be a multiple of micro_batch_size 4"):
+        FitConfig(batch_size=6, micro_batch_size=4)
+    with pytest.raises(ValueError, match="'ppo' is not a valid LossName"):
+        FitConfig(loss="ppo")
+    with pytest.raises(ConfigError, match="gamma must be strictly between 0 and 1"):
+        FitConfig(loss=LossName.dmpo, gamma=1.0)
+
+
+def test_schedule():
+    assert [round(lr_lambda(s, 10, 2, Schedule.cosine), 4) for s in (0, 1, 2, 7, 9)] == [0.5, 1.0, 1.0, 0.3087, 0.0381]
+    assert lr_lambda(5, 10, 0, Schedule.constant) == 1.0
+
+
+def test_presets_compose():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "sdpo" / "conf"), version_base=None):
+        for preset, lr, loss in (("llama31_8b", 1e-6, "sdpo"), ("mistral_7b", 5e-7, "sdpo"),
+                                 ("llama31_8b_sft", 1e-5, "sft"), ("mistral_7b_sft", 3e-6, "sft")):
+            cfg = OmegaConf.to_object(compose("fit", overrides=[f"+preset={preset}", "epochs=1"]))
+            assert (cfg.lr, cfg.loss.value, cfg.batch_size, cfg.epochs, cfg.seed) == (lr, loss, 32, 1, 11)
+
+
+def test_command_line(tiny_dir, demo_copy, tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "sdpo.fit", f"model={tiny_dir}", f"data={demo_copy}",
+                           f"output_dir={out}", "max_steps=1", "batch_size=2", "micro_batch_size=2", "loss=dmpo",
+                           "gamma=0.5", "progress=false"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step 1/1 loss=0.6931" in proc.stdout and (out / "checkpoints" / "step-000001").is_dir()
+    bad = subprocess.run([sys.executable, "-m", "sdpo.fit", "loss=ppo"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert bad.returncode != 0 and "ppo" in bad.stderr and "sdpo" in bad.stderr
+
+
+@pytest.mark.slow
+def test_embedded_model_trains_on_demo_pairs(tmp_path):
+    """Two LoRA steps of the embedded model on two of the shipped pairs (the short ones, to keep the
+    CPU test fast); the adapter loads by its `embedded` base id."""
+    from agents.models import load_model
+
+    data = tmp_path / "two.jsonl"
+    for pair in [p for p in read_pairs(DEMO_PAIRS) if p.segment["chosen"] == (1, 2)][:2]:
+        write_pair(data, pair)
+    result = fit(FitConfig(model="embedded", data=str(data), output_dir=str(tmp_path / "emb"), batch_size=1,
+                           micro_batch_size=1, max_steps=2, lora=True, lr=1e-3, progress=False))
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    assert result.history[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+    config = json.loads((result.checkpoint / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "embedded"
+    model = load_model(str(result.checkpoint), device="cpu")
+    assert any("lora_" in n for n, _ in model.named_parameters())
