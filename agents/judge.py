@@ -218,74 +218,74 @@ class LLMJudge:
 
 # ------------------------------------------------------------------------- local scoring
 
-def _forward(model, ids, attention, positions, cache):
-    from .hf_policy import _cache_keyword
-
-    return model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                 **{_cache_keyword(model): cache}).logits
-
-
 def branch_logprobs(model, prefix: Sequence[int], questions: Sequence[Sequence[int]],
                     candidates: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
-    """Summed log-probabilities of candidate continuations under a causal LM, sharing work:
-    ``prefix`` (token ids) is run once; each ``questions[j]`` once on top of it; each candidate
-    ``candidates[j][k]`` on top of its question. Returns ``[j][k]`` = log p(candidate | prefix +
-    question j). Three forward passes in all: (1, |prefix|), (questions, max |question|),
-    (all candidates, max |candidate|)."""
-    import torch
-    from transformers import DynamicCache
+    """Summed log-probabilities of candidate continuations under a causal LM, in ONE forward pass:
+    ``[j][k]`` = log p(candidates[j][k] | prefix + questions[j]).
 
-    device = next(model.parameters()).device
+    The prefix, every question and every candidate are packed into one sequence (tree
+    attention): a question's tokens see the prefix and their own question; a candidate's tokens
+    see the prefix, their question and their own candidate; position ids continue each branch
+    as if it stood alone. So the episode text is encoded once for all 14 judge questions, and
+    the LM head runs only where a candidate token is predicted.
+    """
+    import torch
+
     if not prefix:
         raise DataError("branch_logprobs needs a non-empty prefix")
-    n_q = len(questions)
-    with torch.inference_mode():
-        cache = DynamicCache()
-        p = torch.tensor([list(prefix)], device=device)
-        logits = _forward(model, p, torch.ones_like(p), torch.arange(len(prefix), device=device)[None], cache)
-        last_prefix = logits[0, -1].float().log_softmax(-1)
-        # Pass 2: questions, right-padded, on copies of the prefix cache.
-        q_width = max((len(q) for q in questions), default=0)
-        q_mask = torch.zeros((n_q, q_width), dtype=torch.long, device=device)
-        q_logp = last_prefix.expand(n_q, -1).clone()
-        cache.batch_repeat_interleave(n_q)
-        if q_width:
-            q_ids = torch.zeros((n_q, q_width), dtype=torch.long, device=device)
-            for j, q in enumerate(questions):
-                q_ids[j, :len(q)] = torch.tensor(list(q), dtype=torch.long)
-                q_mask[j, :len(q)] = 1
-            positions = len(prefix) + torch.arange(q_width, device=device).expand(n_q, -1)
-            attention = torch.cat([torch.ones((n_q, len(prefix)), dtype=torch.long, device=device), q_mask], -1)
-            logits = _forward(model, q_ids, attention, positions, cache)
-            for j, q in enumerate(questions):
-                if q:
-                    q_logp[j] = logits[j, len(q) - 1].float().log_softmax(-1)
-        # Pass 3: every candidate of every question, on copies of its question's cache rows.
-        rows = [(j, k) for j in range(n_q) for k in range(len(candidates[j]))]
-        for j, k in rows:
-            if not candidates[j][k]:
+    device = next(model.parameters()).device
+    n = len(prefix)
+    ids, positions = list(prefix), list(range(n))
+    q_spans, c_spans = [], []
+    for q in questions:
+        q_spans.append((len(ids), len(ids) + len(q)))
+        ids += list(q)
+        positions += range(n, n + len(q))
+    for j, cands in enumerate(candidates):
+        spans = []
+        for k, c in enumerate(cands):
+            if not c:
                 raise DataError(f"candidate {k} of question {j} has no tokens")
-        c_width = max(len(candidates[j][k]) for j, k in rows)
-        owner = torch.tensor([j for j, _ in rows], device=device)
-        cache.batch_select_indices(owner)
-        c_ids = torch.zeros((len(rows), c_width), dtype=torch.long, device=device)
-        c_mask = torch.zeros((len(rows), c_width), dtype=torch.long, device=device)
-        for r, (j, k) in enumerate(rows):
-            c = candidates[j][k]
-            c_ids[r, :len(c)] = torch.tensor(list(c), dtype=torch.long)
-            c_mask[r, :len(c)] = 1
-        q_len = torch.tensor([len(questions[j]) for j, _ in rows], device=device)
-        positions = len(prefix) + q_len[:, None] + torch.arange(c_width, device=device)[None]
-        attention = torch.cat([torch.ones((len(rows), len(prefix)), dtype=torch.long, device=device),
-                               q_mask[owner], c_mask], -1)
-        logp = _forward(model, c_ids, attention, positions, cache).float().log_softmax(-1)
-        out: list[list[float]] = [[0.0] * len(candidates[j]) for j in range(n_q)]
-        for r, (j, k) in enumerate(rows):
-            c = candidates[j][k]
-            total = q_logp[j, c[0]].item()
-            for t in range(1, len(c)):
-                total += logp[r, t - 1, c[t]].item()
-            out[j][k] = total
+            spans.append((len(ids), len(ids) + len(c)))
+            ids += list(c)
+            start = n + len(questions[j])
+            positions += range(start, start + len(c))
+        c_spans.append(spans)
+    total = len(ids)
+    allow = torch.zeros((total, total), dtype=torch.bool)
+    allow[:, :n] = True
+    allow[:n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+    for j, (q0, q1) in enumerate(q_spans):
+        allow[q0:q1, q0:q1] = torch.ones(q1 - q0, q1 - q0, dtype=torch.bool).tril()
+        for c0, c1 in c_spans[j]:
+            allow[c0:c1, q0:q1] = True
+            allow[c0:c1, c0:c1] = torch.ones(c1 - c0, c1 - c0, dtype=torch.bool).tril()
+    # Which position predicts each candidate token: the question's last token (or the prefix's),
+    # then the candidate's own previous token.
+    wanted: list[int] = []
+    reads: list[list[list[tuple[int, int]]]] = []
+    for j, cands in enumerate(candidates):
+        q0, q1 = q_spans[j]
+        first = q1 - 1 if q1 > q0 else n - 1
+        row = []
+        for (c0, _), c in zip(c_spans[j], cands):
+            row.append([(len(wanted) + t, c[t]) for t in range(len(c))])
+            wanted += [first] + [c0 + t - 1 for t in range(1, len(c))]
+        reads.append(row)
+    if getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "flash_attention_2", "flex_attention"):
+        mask = allow  # boolean, True = may attend
+    else:
+        mask = torch.zeros(allow.shape, dtype=model.dtype).masked_fill(~allow, torch.finfo(model.dtype).min)
+    keep = torch.tensor(sorted(set(wanted)), dtype=torch.long)
+    where = {p: i for i, p in enumerate(keep.tolist())}
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
+                       position_ids=torch.tensor([positions], device=device), use_cache=False,
+                       logits_to_keep=keep.to(device)).logits[0]
+        logp = logits.float().log_softmax(-1)
+        at = torch.tensor([where[p] for p in wanted], dtype=torch.long, device=device)
+        picked = logp[at]  # (len(wanted), vocab)
+        out = [[float(sum(picked[i, tok].item() for i, tok in cand)) for cand in row] for row in reads]
     return out
 
 
@@ -341,7 +341,10 @@ class LocalJudge:
         for i, name in enumerate(record.task.agent_names):
             for d in DIMENSIONS:
                 low, high = DIMENSION_RANGES[d]
-                q = (f"Question about agent {i + 1}, {name}, dimension {d}: {DIMENSION_QUESTIONS[d]} "
+                # The question's first sentence only: a small model gains little from the long
+                # rubric, and 14 questions of it would dominate the judge's tokens.
+                ask = DIMENSION_QUESTIONS[d].split("?")[0] + "?"
+                q = (f"Question about agent {i + 1}, {name}, dimension {d}: {ask} "
                      f"Answer with a single integer from {low} to {high}.")
                 questions.append(self.tokenizer(q + tail, add_special_tokens=False)["input_ids"])
                 keys.append((i, d))

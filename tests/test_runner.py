@@ -1,0 +1,142 @@
+"""The episode runner: concurrent episodes over real HTTP, resume, re-judging, fail-fast, batching,
+branches, and an offline end-to-end run on the embedded model."""
+import json
+
+import pytest
+
+from agents.judge import LLMJudge, LocalJudge
+from agents.litellm_policy import LiteLLMPolicy
+from agents.local_server import ScriptedOpenAIServer
+from agents.runner import EpisodeJob, run_episodes, self_chat_jobs, versus_jobs
+from sotopia_env import builtin_tasks
+from sotopia_env.episode import EpisodeStore
+from sotopia_env.errors import APIError
+from tests.test_formatter import make_task
+from tests.test_judge import sotopia_answer
+
+
+def responder(judge_answer=None):
+    """Agents say something numbered; the judge (recognised by its system prompt) answers JSON."""
+    counter = iter(range(10**6))
+
+    def answer(body):
+        if "impartial evaluator" in body["messages"][0]["content"]:
+            return json.dumps(judge_answer if judge_answer is not None else sotopia_answer({(1, "goal"): 7}))
+        return json.dumps({"action_type": "speak", "argument": f"line {next(counter)}"})
+
+    return answer
+
+
+def api_policy(srv, name="openai/agent", **kw):
+    return LiteLLMPolicy(name, api_base=srv.base_url, api_key="sk-runner-secret", backoff_base=0.01, timeout=5,
+                         max_new_tokens=32, **kw)
+
+
+def api_judge(srv):
+    return LLMJudge("openai/judge", api_base=srv.base_url, api_key="sk-runner-secret", backoff_base=0.01,
+                    timeout=5, max_reasks=1)
+
+
+TASKS = builtin_tasks("test")[:4]
+
+
+def test_run_records_every_episode_once_then_resumes_without_requests(tmp_path):
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder()) as srv:
+        srv.fault_queue += [429, 500, ("delay", 0.3)]
+        policy = api_policy(srv)
+        jobs = self_chat_jobs(TASKS, policy, max_turns=4)
+        records = run_episodes(jobs, store, api_judge(srv), concurrency=3, progress=False)
+        assert len(records) == 4
+        stored = store.records()
+        assert sorted(r.tags["run_key"] for r in stored) == sorted(j.run_key for j in jobs)  # each exactly once
+        for r in stored:
+            assert r.evaluated and r.evaluation.agents[0].scores["goal"] == 7.0
+            assert len(r.turns) == 4 and r.termination == "max_turns"
+            assert all(t.completion_tokens > 0 and not t.fallback for t in r.turns)
+            assert r.usage["seats"][0]["turns"] == 2 and r.usage["judge"]["calls"] == 1
+            assert r.models == ["openai/agent", "openai/agent"] and r.sampling[0]["temperature"] == 0.7
+        assert "sk-runner-secret" not in (tmp_path / "episodes.jsonl").read_text()
+        assert srv.faults_served.count(None) == len(srv.requests) - 3  # the faults were met and retried
+        n = len(srv.requests)
+        assert run_episodes(jobs, store, api_judge(srv), progress=False) == []
+        assert len(srv.requests) == n and len(store) == 4  # nothing replayed, nothing re-stored
+
+
+def test_unevaluated_episodes_are_rejudged_not_replayed(tmp_path):
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder(judge_answer=sotopia_answer({(2, "secret"): 5}))) as srv:
+        jobs = self_chat_jobs(TASKS[:2], api_policy(srv), max_turns=2)
+        run_episodes(jobs, store, api_judge(srv), progress=False)
+        assert len(store) == 2 and not any(r.evaluated for r in store)
+        assert "out of range" in store.records()[0].evaluation.error
+        assert store.done_keys() == set()
+    with ScriptedOpenAIServer(responder()) as srv:
+        records = run_episodes(jobs, store, api_judge(srv), progress=False)
+        assert len(records) == 2 and all(r.evaluated and r.tags["rejudged"] for r in records)
+        assert all("impartial evaluator" in body["messages"][0]["content"] for body in srv.requests)  # judge only
+        assert store.done_keys() == {j.run_key for j in jobs}
+        first = {r.episode_id for r in store.records()[:2]}
+        assert first == {r.episode_id for r in records}  # the same episodes, now judged
+
+
+def test_auth_failure_stops_the_run_after_one_request(tmp_path):
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder()) as srv:
+        srv.fault_queue.append(401)
+        jobs = self_chat_jobs(TASKS[:3], api_policy(srv), max_turns=2)
+        with pytest.raises(APIError, match="AuthenticationError"):
+            run_episodes(jobs, store, api_judge(srv), concurrency=1, progress=False)
+        assert len(srv.requests) == 1 and len(store) == 0
+
+
+def test_branch_job_with_seat_temperatures(tmp_path):
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder()) as srv:
+        parent = run_episodes(self_chat_jobs(TASKS[:1], api_policy(srv), max_turns=4), store, None,
+                              progress=False)[0]
+        before = len(srv.requests)
+        job = EpisodeJob(task=parent.task, policies=(api_policy(srv), api_policy(srv)), run_key="branch-1",
+                         history=parent.turns[:2], parent_episode_id=parent.episode_id, branch_turn=2, max_turns=4,
+                         temperatures=(1.0, 0.7), seed=5)
+        branch = run_episodes([job], store, None, progress=False)[0]
+        assert [t.to_dict() for t in branch.turns[:2]] == [t.to_dict() for t in parent.turns[:2]]
+        assert branch.turns[2].argument != parent.turns[2].argument and len(branch.turns) == 4
+        assert (branch.parent_episode_id, branch.branch_turn, branch.seed) == (parent.episode_id, 2, 5)
+        assert [b["temperature"] for b in srv.requests[before:]] == [1.0, 0.7]  # seat 0 then seat 1
+        assert [s["temperature"] for s in branch.sampling] == [1.0, 0.7]
+
+
+def test_job_builders_swap_seats():
+    a, b = LiteLLMPolicy("openai/a"), LiteLLMPolicy("openai/b")
+    jobs = versus_jobs(TASKS[:2], a, b)
+    assert [(j.task.pk, j.policies[0].name, j.tags["agent_seats"]) for j in jobs] == [
+        (TASKS[0].pk, "openai/a", [0]), (TASKS[0].pk, "openai/b", [1]),
+        (TASKS[1].pk, "openai/a", [0]), (TASKS[1].pk, "openai/b", [1])]
+    assert len({j.run_key for j in jobs}) == 4
+    assert all(j.policies == (a, a) for j in self_chat_jobs(TASKS[:2], a))
+
+
+def test_local_policy_turns_are_batched_across_episodes(tiny_llama, embedded_tokenizer):
+    from agents.hf_policy import HFPolicy
+
+    policy = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3)
+    records = run_episodes(self_chat_jobs(TASKS[:3], policy, max_turns=3), None, None, concurrency=3,
+                           progress=False)
+    assert len(records) == 3 and all(len(r.turns) == 3 for r in records)
+    assert policy.stats["turns"] == 9 and policy.stats["batches"] == 3  # one batch per turn round
+    assert all(r.tags["fallbacks"] == sum(t.fallback for t in r.turns) for r in records)
+
+
+@pytest.mark.slow
+def test_offline_end_to_end_embedded_agents_and_local_judge(tmp_path, embedded_model, embedded_tokenizer):
+    from agents.hf_policy import HFPolicy
+
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    policy = HFPolicy(model=embedded_model, tokenizer=embedded_tokenizer, temperature=0.7, max_new_tokens=6, seed=0)
+    judge = LocalJudge(model=embedded_model, tokenizer=embedded_tokenizer)
+    run_episodes(self_chat_jobs([make_task()], policy, max_turns=2), store, judge, progress=False)
+    [rec] = store.records()
+    assert rec.evaluated and rec.evaluation.judge.startswith("local:") and len(rec.turns) == 2
+    assert all(0 <= a.scores["goal"] <= 10 for a in rec.evaluation.agents)
+    assert rec.turns[0].prompt_tokens > 100 and 1 <= rec.turns[0].completion_tokens <= 6
