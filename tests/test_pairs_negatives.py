@@ -35,3 +35,9 @@ def test_cap_per_scenario_and_side():
     negatives, counts = select_negatives(records, NegativesConfig(max_per_scenario_side=2))
     assert [n.key for n in negatives] == ["e0:0", "e0:1", "e1:0", "e1:1", "other:0"]
     assert counts["capped"] == 2
+
+
+def test_total_cap_keeps_the_first_negatives_in_store_order():
+    records = [episode(TEXTS, goals=(3, 3), episode_id=f"e{i}") for i in range(3)]
+    negatives, counts = select_negatives(records, NegativesConfig(max_negatives=3))
+    assert [n.key for n in negatives] == ["e0:0", "e0:1", "e1:0"] and counts["capped"] == 3

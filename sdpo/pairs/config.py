@@ -113,6 +113,8 @@ class NegativesConfig:
     """... or relationship <= relationship_at_most."""
     max_per_scenario_side: int | None = None
     """At most this many negatives per (scenario, seat); the authors used 3. None: no limit."""
+    max_negatives: int | None = None
+    """At most this many negatives in all, in store order (smoke runs, capped API budgets). None: no limit."""
 
 
 @dataclass
@@ -210,9 +212,10 @@ class PairsConfig:
                         ("collect.temperature", self.collect.temperature)):
             if not 0.0 <= float(t) <= 2.0:
                 raise ConfigError(f"{name} must be in [0, 2], got {t!r}")
-        mx = self.negatives.max_per_scenario_side
-        if mx is not None and (not isinstance(mx, int) or mx < 1):
-            raise ConfigError(f"negatives.max_per_scenario_side must be a positive integer or null, got {mx!r}")
+        for name in ("max_per_scenario_side", "max_negatives"):
+            mx = getattr(self.negatives, name)
+            if mx is not None and (not isinstance(mx, int) or mx < 1):
+                raise ConfigError(f"negatives.{name} must be a positive integer or null, got {mx!r}")
 
 
 def _enum(kind: type[Enum], value, name: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -162,7 +163,7 @@ class LocalTurnScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.max_prompt_tokens = max_prompt_tokens
-        self.name = f"local-logprob:{getattr(model.config, '_name_or_path', 'model')}"
+        self.name = f"local-logprob:{Path(str(getattr(model.config, '_name_or_path', '') or 'model')).name}"
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -66,7 +66,7 @@ def select_negatives(records: Iterable[EpisodeRecord], config: NegativesConfig) 
 
     Returns the negatives and counts: ``sessions``, ``unevaluated`` (judge failed: never a
     negative, since a missing score is not a low score), ``seats``, ``negatives``,
-    ``capped`` (over ``max_per_scenario_side``).
+    ``capped`` (over ``max_per_scenario_side`` or ``max_negatives``).
     """
     counts = {"sessions": 0, "unevaluated": 0, "seats": 0, "negatives": 0, "capped": 0}
     per_scenario_side: dict[tuple[str, int], int] = defaultdict(int)
@@ -83,6 +83,9 @@ def select_negatives(records: Iterable[EpisodeRecord], config: NegativesConfig) 
                 continue
             if not any(t.agent_index == seat for t in record.turns):
                 continue  # the seat never acted: there is no turn to improve
+            if config.max_negatives is not None and len(chosen) >= config.max_negatives:
+                counts["capped"] += 1
+                continue
             side = (record.task.scenario.pk, seat)
             if config.max_per_scenario_side is not None and per_scenario_side[side] >= config.max_per_scenario_side:
                 counts["capped"] += 1
