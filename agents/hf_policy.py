@@ -10,6 +10,7 @@ temperature and top-p (SDPO's positives use 1.0 for the target seat, 0.7 for the
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Sequence
 
@@ -67,13 +68,19 @@ def _cache_keyword(model) -> str:
 
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
-                   pad_id: int, temperatures: Sequence[float], top_ps: Sequence[float], generator=None
-                   ) -> list[list[int]]:
+                   pad_id: int, temperatures: Sequence[float], top_ps: Sequence[float], generator=None,
+                   prefixes: Sequence | None = None, return_caches: bool = False):
     """Generate a continuation of every prompt (token ids) in one batch; returns the new token ids
     of each row, end-of-turn token included when one was produced.
 
     Prompts are left-padded and prefilled together; then each decode step runs only the rows
     that have not finished, so episodes whose turns end early stop costing compute.
+
+    ``prefixes[i]`` (optional) is ``(kv, n)``: the KV cache of ``prompts[i][:n]`` from an earlier
+    call (``kv``: per layer ``(keys, values)``, each ``(kv_heads, >= n, head_dim)``), so only the
+    rest of the prompt is prefilled; ``n < len(prompts[i])``. With ``return_caches`` the result
+    is ``(new_tokens, caches)`` where ``caches[i] = (ids, kv)`` holds the KV of every token fed
+    for row i (its prompt and its reply but the last token), to serve as a later prefix.
     """
     import torch
     from transformers import DynamicCache
@@ -81,22 +88,51 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     device = next(model.parameters()).device
     rows = len(prompts)
     if rows == 0:
-        return []
-    width = max(len(p) for p in prompts)
+        return ([], []) if return_caches else []
+    prefixes = list(prefixes) if prefixes is not None else [None] * rows
+    reused = [0 if pre is None else int(pre[1]) for pre in prefixes]
+    for i, (p, n) in enumerate(zip(prompts, reused)):
+        if not 0 <= n < len(p):
+            raise ValueError(f"row {i}: a reused prefix of {n} tokens must be shorter than its prompt ({len(p)})")
+    cache = DynamicCache()
+    head = max(reused)  # cached columns, each row's cache right-aligned in them
+    if head:
+        first = next(pre for pre in prefixes if pre is not None)[0]
+        for layer, (k0, v0) in enumerate(first):
+            keys = k0.new_zeros((rows, k0.shape[0], head, k0.shape[-1]))
+            values = v0.new_zeros((rows, v0.shape[0], head, v0.shape[-1]))
+            for i, pre in enumerate(prefixes):
+                if pre is not None and reused[i]:
+                    keys[i, :, head - reused[i]:] = pre[0][layer][0][:, :reused[i]]
+                    values[i, :, head - reused[i]:] = pre[0][layer][1][:, :reused[i]]
+            cache.update(keys.to(device), values.to(device), layer)
+    suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
+    width = max(len(x) for x in suffixes)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        attention[i, width - len(p):] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    attention = torch.zeros((rows, head + width), dtype=torch.long)
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    for i, (x, n) in enumerate(zip(suffixes, reused)):
+        input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        attention[i, head - n:head] = 1
+        attention[i, head + width - len(x):] = 1
+        positions[i, width - len(x):] = n + torch.arange(len(x))
+    input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
     temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device)
     tops = torch.tensor(list(top_ps), dtype=torch.float32, device=device)
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(rows)]
+    caches: list = [None] * rows
     running = torch.arange(rows, device=device)  # which original row each batch row is
-    cache = DynamicCache()
     cache_arg = {_cache_keyword(model): cache}
+
+    def snapshot(batch_rows):
+        # Keep the KV of the tokens row r was fed (padding columns dropped) for prefix reuse.
+        for b in batch_rows:
+            r = int(running[b])
+            valid = attention[b].bool()
+            kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone()) for layer in cache.layers]
+            caches[r] = (list(prompts[r]) + out[r][:-1], kv)
+
     with torch.inference_mode():
         logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                        use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
@@ -107,8 +143,12 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
                 out[row].append(tok)
             alive = ~torch.isin(token, stops)
             if step + 1 == max_new_tokens or not bool(alive.any()):
+                if return_caches:
+                    snapshot(range(len(running)))
                 break
             if not bool(alive.all()):  # finished rows leave the batch and its KV cache
+                if return_caches:
+                    snapshot((~alive).nonzero().squeeze(-1).tolist())
                 keep = alive.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 running, token, attention = running[keep], token[keep], attention[keep]
@@ -117,7 +157,42 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             logits = model(input_ids=token.unsqueeze(-1), attention_mask=attention,
                            position_ids=next_position.unsqueeze(-1), use_cache=True, **cache_arg).logits[:, -1]
             next_position = next_position + 1
-    return out
+    return (out, caches) if return_caches else out
+
+
+class PrefixCache:
+    """KV caches of earlier turns, so a prompt that extends an earlier prompt (the same episode
+    and seat one turn later, or any prompt sharing a long prefix) is only prefilled from where
+    they differ. Bounded by ``max_tokens`` cached tokens; least recently used entries go first."""
+
+    def __init__(self, max_tokens: int, min_reuse: int = 16):
+        self.max_tokens, self.min_reuse = max_tokens, min_reuse
+        self.entries: list[tuple[list[int], list]] = []  # most recently used last
+
+    def lookup(self, prompt: Sequence[int]):
+        """``(kv, n, entry)`` of the entry sharing the longest prefix with ``prompt`` (n tokens,
+        at most len(prompt) - 1), or None when no entry shares ``min_reuse`` tokens."""
+        best, best_n = None, 0
+        for entry in self.entries:
+            ids = entry[0]
+            n = 0
+            limit = min(len(ids), len(prompt) - 1)
+            while n < limit and ids[n] == prompt[n]:
+                n += 1
+            if n > best_n:
+                best, best_n = entry, n
+        if best is None or best_n < self.min_reuse:
+            return None
+        self.entries.remove(best)
+        self.entries.append(best)
+        return best[1], best_n, best
+
+    def add(self, ids: list[int], kv, replaces=None) -> None:
+        if replaces is not None and replaces in self.entries and ids[:len(replaces[0])] == replaces[0]:
+            self.entries.remove(replaces)  # the new entry holds all of it
+        self.entries.append((ids, kv))
+        while self.entries and sum(len(e[0]) for e in self.entries) > self.max_tokens:
+            self.entries.pop(0)
 
 
 class HFPolicy(Policy):
@@ -127,7 +202,9 @@ class HFPolicy(Policy):
     is a peft LoRA folder applied on top. ``device`` and ``dtype`` default to CUDA + bf16 when a
     GPU is present, CPU + fp32 otherwise. Prompts longer than ``max_context_tokens -
     max_new_tokens`` lose their oldest whole turns (recorded as ``omitted_turns``).
-    ``max_batch_size`` caps the rows of one generation batch.
+    ``max_batch_size`` caps the rows of one generation batch. ``prefix_cache_tokens`` bounds the
+    KV cache kept between turns (0: none), so each turn only prefills what is new since the
+    same seat's previous turn.
     """
 
     batched = True
@@ -135,7 +212,7 @@ class HFPolicy(Policy):
     def __init__(self, model_id: str = "embedded", temperature: float = 0.7, top_p: float = 1.0,
                  max_new_tokens: int = 256, adapter: str | None = None, device=None, dtype=None,
                  max_context_tokens: int = 4096, model=None, tokenizer=None, *, seed: int | None = None,
-                 max_batch_size: int = 32, fmt: ConversationFormat | None = None):
+                 max_batch_size: int = 32, fmt: ConversationFormat | None = None, prefix_cache_tokens: int = 32768):
         super().__init__()
         import torch
 
@@ -172,7 +249,9 @@ class HFPolicy(Policy):
             self.generator = torch.Generator(device=next(self.model.parameters()).device).manual_seed(seed)
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                          "max_context_tokens": max_context_tokens, "adapter": adapter}
-        self.stats.update(generated_tokens=0, generate_seconds=0.0, batches=0)
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
+        self._lock = threading.Lock()  # one generation at a time: the prefix cache is not shared-safe
+        self.stats.update(generated_tokens=0, generate_seconds=0.0, batches=0, prompt_tokens=0, reused_tokens=0)
 
     def prompt(self, request: TurnRequest) -> tuple[list[int], int]:
         """The prompt token ids for a turn and the number of oldest turns omitted to fit."""
@@ -187,15 +266,12 @@ class HFPolicy(Policy):
         prompts = [self.prompt(r) for r in requests]
         temps = [self.temperature if r.temperature is None else r.temperature for r in requests]
         new_tokens: list[list[int]] = []
-        start = time.perf_counter()
-        for lo in range(0, len(requests), self.max_batch_size):
-            new_tokens += generate_batch(
-                self.model, [p for p, _ in prompts[lo:lo + self.max_batch_size]],
-                max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_token_id,
-                temperatures=temps[lo:lo + self.max_batch_size],
-                top_ps=[self.top_p] * len(requests[lo:lo + self.max_batch_size]), generator=self.generator)
-            self.stats["batches"] += 1
-        self.stats["generate_seconds"] += time.perf_counter() - start
+        with self._lock:
+            start = time.perf_counter()
+            for lo in range(0, len(requests), self.max_batch_size):
+                new_tokens += self._generate([p for p, _ in prompts[lo:lo + self.max_batch_size]],
+                                             temps[lo:lo + self.max_batch_size])
+            self.stats["generate_seconds"] += time.perf_counter() - start
         results = []
         for (ids, omitted), tokens in zip(prompts, new_tokens):
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -206,3 +282,20 @@ class HFPolicy(Policy):
             self.stats["generated_tokens"] += len(tokens)
         self._count(results)
         return results
+
+    def _generate(self, prompts: list[list[int]], temperatures: list[float]) -> list[list[int]]:
+        """One generation batch, reusing and refreshing the prefix cache."""
+        settings = dict(max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
+                        pad_id=self.tokenizer.pad_token_id, temperatures=temperatures,
+                        top_ps=[self.top_p] * len(prompts), generator=self.generator)
+        self.stats["batches"] += 1
+        self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
+        if self.prefix_cache is None:
+            return generate_batch(self.model, prompts, **settings)
+        found = [self.prefix_cache.lookup(p) for p in prompts]
+        self.stats["reused_tokens"] += sum(f[1] for f in found if f is not None)
+        new_tokens, caches = generate_batch(self.model, prompts, prefixes=[f[:2] if f else None for f in found],
+                                            return_caches=True, **settings)
+        for f, (ids, kv) in zip(found, caches):
+            self.prefix_cache.add(ids, kv, replaces=f[2] if f else None)
+        return new_tokens

@@ -80,3 +80,34 @@ def test_build_policy_routes_model_strings():
     p = build_policy("openai/some-model", api_base="http://127.0.0.1:1/v1", temperature=0.3)
     assert isinstance(p, LiteLLMPolicy) and p.name == "openai/some-model" and p.sampling["temperature"] == 0.3
     assert isinstance(build_policy("ollama/llama3"), LiteLLMPolicy)
+
+
+def test_reused_prefix_gives_the_same_tokens(tiny_llama):
+    """Prefilling only the new part of a prompt on an earlier turn's KV cache (rows with different
+    reuse lengths, one with none) generates exactly what a full prefill generates."""
+    first = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22, 23, 24]]
+    kw = dict(max_new_tokens=4, stop_ids=[], pad_id=0, temperatures=[0.0] * 2, top_ps=[1.0] * 2)
+    out, caches = generate_batch(tiny_llama, first, return_caches=True, **kw)
+    assert [c[0] for c in caches] == [p + o[:-1] for p, o in zip(first, out)]
+    assert caches[0][1][0][0].shape[1] == len(first[0]) + 3  # (kv_heads, fed tokens, head_dim), padding dropped
+    later = [caches[0][0] + [out[0][-1], 30, 31], caches[1][0][:6] + [40], [50, 51, 52]]
+    prefixes = [(caches[0][1], len(caches[0][0])), (caches[1][1], 6), None]
+    kw3 = dict(kw, temperatures=[0.0] * 3, top_ps=[1.0] * 3)
+    assert generate_batch(tiny_llama, later, prefixes=prefixes, **kw3) == generate_batch(tiny_llama, later, **kw3)
+
+
+def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tokenizer):
+    task = make_task()
+    turns = make_turns(task, 4)
+    cached = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3)
+    plain = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3,
+                     prefix_cache_tokens=0)
+    lengths = []
+    for n in (0, 2, 4):  # seat 0's successive turns: each prompt extends the previous one
+        request = [TurnRequest(task=task, agent_index=0, turns=turns[:n])]
+        assert cached.act(request)[0].raw == plain.act(request)[0].raw
+        lengths.append(cached.prompt(request[0])[0].__len__())
+    # every earlier prompt is a token prefix of the next (one formatter), so all of it is reused
+    assert cached.stats["reused_tokens"] >= lengths[0] + lengths[1]
+    assert cached.stats["prompt_tokens"] == sum(lengths)
+    assert plain.stats["reused_tokens"] == 0
