@@ -6,7 +6,7 @@ import re
 import pytest
 
 from sdpo.pairs.config import PairsConfig, Stage
-from sdpo.pairs.pipeline import PairPipeline
+from sdpo.pairs.pipeline import PairPipeline, format_summary
 from sdpo.pairs.stages import StageFile
 from sotopia_env.episode import EpisodeStore
 
@@ -248,3 +248,64 @@ def test_unjudged_candidate_is_retried_on_the_next_run_judge_only(tmp_path, api_
         assert len(srv.requests) == before + 1          # judged again, not replayed
         assert StageFile(f"{config.out_dir}/sample.jsonl").entries()["A:0"]["status"] == "kept"
         assert summary["sample"]["kept"] == 1 and summary["calls"]["sample_judge_calls"] == 4
+
+
+@pytest.mark.slow
+def test_offline_end_to_end_collect_pairs_fit(tmp_path, embedded_model, embedded_tokenizer):
+    """collect -> negatives -> locate -> sample -> segment -> write -> a few sdpo.fit steps, all on the
+    embedded model (agent, partner, judge), on 2 built-in align tasks; then a rerun makes no model call."""
+    from sdpo.fit import FitConfig, fit
+    from sdpo.pairs_schema import read_pairs
+
+    config = PairsConfig(out_dir=str(tmp_path / "run"), progress=False, device="cpu")
+    config.collect.max_tasks = 2
+    config.collect.interlocutors = ["self"]
+    config.collect.max_turns = 3
+    config.models.max_new_tokens = 12
+    config.sample.n = 2
+    config.negatives.goal_below = 10.5       # every judged seat is a negative: enough pairs to train on
+    config.negatives.max_negatives = 2       # ... but only two, to keep the local judge's work small
+    config.write.kinds = ["sdpo", "dpo", "preferred_sft"]
+    pipeline = PairPipeline(config)
+    pipeline._local["embedded"] = (embedded_model, embedded_tokenizer)   # the session's copy, not a reload
+    summary = pipeline.run()
+    assert summary["episodes"]["sessions"] == 2 and summary["negatives"]["negatives"] == 2
+    assert summary["locate"]["items"] == summary["negatives"]["negatives"]
+    assert summary["calls"]["locate_local_scorings"] == summary["negatives"]["negatives"]
+    kept = summary["sample"].get("kept", 0)
+    assert summary["pairs"]["sdpo"]["pairs"] == summary["segment"].get("ok", 0) <= kept
+    assert summary["pairs"]["dpo"]["pairs"] == kept
+    pairs = read_pairs(tmp_path / "run" / "pairs_sdpo.jsonl")
+    print(format_summary(summary))
+    assert pairs, "no positive beat its negative: nothing to train on"
+    for pair in pairs:
+        assert pair.scores["chosen"]["goal"] >= pair.scores["rejected"]["goal"]
+        assert pair.segment["chosen"][1] - pair.segment["chosen"][0] == pair.segment["rejected"][1] - pair.segment["rejected"][0]
+        assert pair.chosen[0].argument != pair.rejected[0].argument or pair.chosen[0].action_type != pair.rejected[0].action_type
+
+    # A rerun of every stage finds the work done: no episode is played or judged again.
+    sizes = {f: (tmp_path / "run" / f).stat().st_size for f in ("episodes.jsonl", "branches.jsonl", "locate.jsonl")}
+    rerun = PairPipeline(config)
+    rerun._local["embedded"] = (embedded_model, embedded_tokenizer)
+    assert rerun.run() == summary
+    assert sizes == {f: (tmp_path / "run" / f).stat().st_size for f in sizes}
+
+    result = fit(FitConfig(model="embedded", data=str(tmp_path / "run" / "pairs_sdpo.jsonl"),
+                           output_dir=str(tmp_path / "fit"), batch_size=1, micro_batch_size=1, max_steps=2,
+                           lora=True, lr=1e-3, progress=False))
+    assert result.step == 2 and result.history[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+
+
+def test_command_line_runs_a_stage_and_rejects_bad_options(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    ok = subprocess.run([sys.executable, "-m", "sdpo.pairs", f"out_dir={out}", "stage=write", "progress=true"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "negatives" in ok.stdout and (out / "summary.json").exists() and (out / "pairs_sdpo.jsonl").exists()
+    assert "api_key" not in (out / "config.yaml").read_text().replace("api_key_env", "")
+    bad = subprocess.run([sys.executable, "-m", "sdpo.pairs", f"out_dir={out}", "negatives.rule=median"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "negatives.rule" in bad.stderr and "authors" in bad.stderr

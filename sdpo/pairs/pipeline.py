@@ -408,7 +408,8 @@ class PairPipeline:
             summary[name] = {"items": len(entries), **statuses, "reasons": dict(reasons)}
             if problems:
                 summary[name]["rejected_candidates"] = dict(problems)
-        calls = Counter()
+        calls: dict = {f"{n}_judge_calls": 0 for n in ("collect", "sample", "scratch", "locate", "segment")}
+        calls.update(locate_local_scorings=0, segment_local_scorings=0, cost=0.0)
         for name in ("locate", "segment"):
             for line in self.ledgers[name].all_lines():
                 calls[f"{name}_judge_calls"] += int(line.get("calls", 0))
@@ -419,7 +420,8 @@ class PairPipeline:
             for rec in store:
                 calls[f"{name}_judge_calls"] += int((rec.usage.get("judge") or {}).get("calls", 0))
                 calls["cost"] += _usage_cost(rec.usage)
-        summary["calls"] = dict(calls)
+        calls["cost"] = round(calls["cost"], 6)
+        summary["calls"] = calls
         if self.unplayed:
             summary["unplayed"] = self.unplayed
         summary["sampled_sessions"] = {"branches": len(self.branches), "scratch": len(self.scratch_episodes)}
