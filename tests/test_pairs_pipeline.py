@@ -177,9 +177,9 @@ def sampling_server(judge_goals):
 
     def respond(body):
         if body["model"] == "judge":
-            tag = re.search(r"(\w+): hi Ben", body["messages"][-1]["content"] if len(body["messages"]) < 3
-                            else body["messages"][1]["content"]).group(1)
-            answer = judge_goals[tag]
+            match = re.search(r"(\w+): hi Ben", body["messages"][-1]["content"] if len(body["messages"]) < 3
+                              else body["messages"][1]["content"])
+            answer = judge_goals[match.group(1) if match else "from_start"]
             return answer.pop(0) if isinstance(answer, list) else answer
         return json.dumps({"action_type": "speak", "argument": f"{body['model']} offer {next(counter)}"})
 
@@ -248,6 +248,38 @@ def test_unjudged_candidate_is_retried_on_the_next_run_judge_only(tmp_path, api_
         assert len(srv.requests) == before + 1          # judged again, not replayed
         assert StageFile(f"{config.out_dir}/sample.jsonl").entries()["A:0"]["status"] == "kept"
         assert summary["sample"]["kept"] == 1 and summary["calls"]["sample_judge_calls"] == 4
+
+
+
+def test_eto_dmpo_sessions_sampled_from_the_start_for_kept_negatives(tmp_path, api_key):
+    from agents.local_server import ScriptedOpenAIServer
+    from sdpo.pairs_schema import read_pairs
+
+    judge = {"A": evaluation_json(8, 0), "B": evaluation_json(1, 0),
+             "from_start": [evaluation_json(5, 0), evaluation_json(9, 0)]}
+    with ScriptedOpenAIServer(sampling_server(judge)) as srv:
+        config = make_config(tmp_path, srv, **{"models.agent": "openai/agent", "models.partner": "openai/partner",
+                                                "sample.n": 1, "scratch.n": 2, "collect.max_turns": 4,
+                                                "write.kinds": ["eto", "dmpo", "sdpo"], "segment.method": "fixed"})
+        config.__post_init__()
+        store_sessions(config, [episode(texts(t), goals=(3, 9), episode_id=t, interlocutor="partner", seats=(0,))
+                                for t in "AB"])
+        for t in "AB":
+            StageFile(f"{config.out_dir}/locate.jsonl").append({"key": f"{t}:0", "status": "ok", "index": 2})
+        summary = PairPipeline(config).run(Stage.sample)
+        pipeline = PairPipeline(config)
+        pipeline.segment()                    # fixed lengths: no judge call
+        requests = len(srv.requests)
+        pipeline.scratch()
+        # Only A was kept, so only A gets sessions from the start: 2 sessions of 4 turns, each judged.
+        assert len(srv.requests) - requests == 2 * (4 + 1)
+        counts = pipeline.write()
+        assert counts["eto"]["pairs"] == counts["dmpo"]["pairs"] == 1 and counts["eto"]["not_sampled_from_start"] == 1
+        (eto,) = read_pairs(f"{config.out_dir}/pairs_eto.jsonl")
+        assert eto.history == [] and eto.scores["chosen"]["goal"] == 9.0 and len(eto.rejected) == 6
+        assert eto.provenance["from_start"] and eto.segment == {"chosen": (0, 1), "rejected": (0, 2)}
+        (sdpo,) = read_pairs(f"{config.out_dir}/pairs_sdpo.jsonl")
+        assert sdpo.provenance["segment_source"] == "fixed [3,3]" and summary["sample"]["dropped"] == 1
 
 
 @pytest.mark.slow
