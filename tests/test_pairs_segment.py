@@ -1,4 +1,6 @@
 """Segment selection: validation of the judge's segment, equal-length cutting, the fixed ablation."""
+import json
+
 import pytest
 
 from sdpo.pairs.locate import InvalidAnswer
@@ -38,3 +40,20 @@ def test_cut_sides_equal_lengths_and_cut_after_the_segment():
     # Asymmetric [a, b] = [1, 3] (negative, positive): each side its own length.
     c, r, seg, short = cut_sides(history, chosen, rejected, 0, 3, 1, equal=False)
     assert seg == {"chosen": [1, 3], "rejected": [1, 1]} and [t.argument for t in r] == ["x1"] and len(c) == 5
+
+
+def test_local_fallback_segment_ends_on_an_agent_turn_of_the_positive(tiny_llama, embedded_tokenizer):
+    import asyncio
+
+    from sdpo.pairs.locate import LocalTurnScorer
+    from sdpo.pairs.segment import select_one
+
+    neg = episode(NEG)
+    pos = branch(neg, 2, ["Would 130 work?", "Maybe 110.", "Let's say 120.", "Deal.", "Great, bye."],
+                 goals=(8, 6), episode_id="p")
+    entry = asyncio.run(select_one(neg, pos.turns, 0, 2, scorer=LocalTurnScorer(tiny_llama, embedded_tokenizer)))
+    assert entry["status"] == "ok" and entry["start_index"] == 2 and entry["end_index"] in (2, 4, 6)
+    assert set(entry["option_scores"]) == {"2", "4", "6"}
+    assert entry["option_scores"][str(entry["end_index"])] == max(entry["option_scores"].values())
+    # The answer passes the same validation as a judge's.
+    assert validate_segment(json.dumps(entry), pos.turns, 0, 2)["end_index"] == entry["end_index"]
