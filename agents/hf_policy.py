@@ -225,8 +225,7 @@ class HFPolicy(Policy):
         if max_new_tokens < 1 or max_context_tokens <= max_new_tokens:
             raise ConfigError(f"need 1 <= max_new_tokens < max_context_tokens, got {max_new_tokens} and "
                               f"{max_context_tokens}")
-        self.name = model_id if model is None else (model_id if model_id != "embedded" else
-                                                    getattr(model, "name_or_path", model_id) or model_id)
+        self.name = model_id  # pass model_id with a preloaded model so records name it
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_id)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -1,13 +1,20 @@
 """Tokens/s of batched local generation across K concurrent episodes vs sequential generation.
 
-    python -m benchmarks.generation [--max-new-tokens 48] [--ks 1 2 4 8] [--repeats 2]
+    python -m benchmarks.generation [--max-new-tokens 48] [--turns 4] [--ks 1 2 4 8]
 
-For each K, K episode prompts (different tasks, seats and history lengths) get one turn each:
-*sequential* calls ``model.generate`` (sampling) on them one after another; *batched* is
-``HFPolicy``'s decode loop (``agents.hf_policy.generate_batch``: one padded prefill, finished
-rows leave the batch) over all K at once. Both sample at temperature 0.7, stop at the
-end-of-turn token, and count only the tokens actually generated. Printed side by side in one
-run, with the ratio batched/sequential (TARGETS.md: >= 8x at K = 8).
+For each K, K self-chat episodes (different tasks) of ``--turns`` turns are played twice with
+the same model and sampling (temperature 0.7, turns end at the end-of-turn token or after
+``--max-new-tokens``):
+
+* sequential: the episodes one after another, every turn one ``model.generate`` call on the
+  formatter's full prompt (what a plain implementation does);
+* batched: all K episodes at once through ``agents.runner.run_episodes`` with one ``HFPolicy``:
+  each turn round is one generation batch (finished rows leave the batch early) and each
+  prompt is prefilled only from where it differs from the same seat's previous turn (prefix
+  KV cache).
+
+Tokens/s counts only generated tokens. Also printed: the batched rate with the prefix cache
+off (batching alone). Ratios are side by side in one run (TARGETS.md: >= 8x at K = 8).
 """
 from __future__ import annotations
 
@@ -44,77 +51,83 @@ def _tasks():
             Task(pk="t1", scenario=scenarios[1], profiles=(people[2], people[3]))]
 
 
-def episode_prompts(policy, k: int) -> list[list[int]]:
-    """K prompt token lists as concurrent episodes would present them: varied tasks, seats, turns."""
-    from agents.formatter import render_action  # noqa: F401 - keeps the formatter the only renderer
+def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature: float) -> int:
+    """Play each task's self-chat episode alone, one ``model.generate`` per turn; returns tokens generated."""
+    import torch
+
+    from agents.formatter import ConversationFormat, parse_action
     from agents.policy import TurnRequest
     from sotopia_env.episode import Turn
 
-    lines = ["Hi! Do you have a minute?", "Sure, what is it about?", "I wanted to talk about the plan.",
-             "Okay, I am listening.", "I think we can find a fair deal.", "Let us hear your offer then."]
-    tasks = _tasks()
-    prompts = []
-    for i in range(k):
-        task = tasks[i % len(tasks)]
-        n = i % 5
-        turns = [Turn(turn=t, agent_index=t % 2, speaker=task.profiles[t % 2].name, action_type="speak",
-                      argument=lines[t % len(lines)]) for t in range(n)]
-        ids, _ = policy.prompt(TurnRequest(task=task, agent_index=n % 2, turns=turns))
-        prompts.append(ids)
-    return prompts
+    model, tok = policy.model, policy.tokenizer
+    device = next(model.parameters()).device
+    generated = 0
+    for task in tasks:
+        history: list[Turn] = []
+        for t in range(turns):
+            seat = t % 2
+            ids, _ = policy.prompt(TurnRequest(task=task, agent_index=seat, turns=history,
+                                               fmt=ConversationFormat(max_turns=turns)))
+            out = model.generate(torch.tensor([ids], device=device),
+                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+                                 max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
+                                 top_k=0, eos_token_id=policy.stop_ids, pad_token_id=tok.pad_token_id)
+            new = out[0, len(ids):].tolist()
+            generated += len(new)
+            action_type, argument, _ = parse_action(tok.decode(new, skip_special_tokens=True))
+            history.append(Turn(turn=t, agent_index=seat, speaker=task.profiles[seat].name,
+                                action_type=action_type, argument=argument))
+            if action_type == "leave":
+                break
+    return generated
+
+
+def play_batched(policy, tasks, turns: int) -> int:
+    """Play all tasks' self-chat episodes concurrently through the runner; returns tokens generated."""
+    from agents.runner import run_episodes, self_chat_jobs
+
+    before = policy.stats["generated_tokens"]
+    run_episodes(self_chat_jobs(tasks, policy, max_turns=turns), None, None, concurrency=len(tasks), progress=False)
+    return policy.stats["generated_tokens"] - before
 
 
 def main(argv=None) -> None:
     import torch
 
-    from agents.hf_policy import HFPolicy, generate_batch
+    from agents.hf_policy import HFPolicy
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per setting (best is kept)")
+    parser.add_argument("--turns", type=int, default=4, help="turns per episode")
     parser.add_argument("--temperature", type=float, default=0.7)
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     policy = HFPolicy(args.model, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    model, tok = policy.model, policy.tokenizer
-    device = next(model.parameters()).device
+    no_reuse = HFPolicy(args.model, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                        model=policy.model, tokenizer=policy.tokenizer, prefix_cache_tokens=0)
+    tasks = _tasks()
 
-    def sequential(prompts):
-        n = 0
-        for p in prompts:
-            out = model.generate(torch.tensor([p], device=device), attention_mask=torch.ones(1, len(p), dtype=torch.long,
-                                                                                           device=device),
-                                 max_new_tokens=args.max_new_tokens, do_sample=True, temperature=args.temperature,
-                                 top_p=1.0, top_k=0, eos_token_id=policy.stop_ids, pad_token_id=tok.pad_token_id)
-            n += out.shape[1] - len(p)
-        return n
+    def rate(fn, *fn_args):
+        t = time.perf_counter()
+        n = fn(*fn_args)
+        return n / (time.perf_counter() - t)
 
-    def batched(prompts):
-        outs = generate_batch(model, prompts, max_new_tokens=args.max_new_tokens, stop_ids=policy.stop_ids,
-                              pad_id=tok.pad_token_id, temperatures=[args.temperature] * len(prompts),
-                              top_ps=[1.0] * len(prompts))
-        return sum(len(o) for o in outs)
-
-    def rate(fn, prompts):
-        best = 0.0
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            n = fn(prompts)
-            best = max(best, n / (time.perf_counter() - t))
-        return best
-
-    batched(episode_prompts(policy, 2))  # warm-up (allocator, kernels)
-    print(f"model={policy.name} device={device} max_new_tokens={args.max_new_tokens} "
-          f"temperature={args.temperature} threads={torch.get_num_threads()}")
-    print(f"{'K':>3} {'sequential tok/s':>17} {'batched tok/s':>14} {'ratio':>6}")
+    play_batched(policy, tasks[:2], 2)  # warm-up (allocator, kernels)
+    policy.prefix_cache.entries.clear()
+    print(f"model={policy.name} device={next(policy.model.parameters()).device} turns={args.turns} "
+          f"max_new_tokens={args.max_new_tokens} temperature={args.temperature} threads={torch.get_num_threads()}")
+    print(f"{'K':>3} {'sequential tok/s':>17} {'batched tok/s':>14} {'ratio':>6} {'batched, no prefix cache':>25} "
+          f"{'ratio':>6}")
     for k in args.ks:
-        prompts = episode_prompts(policy, k)
-        seq = rate(sequential, prompts)
-        bat = rate(batched, prompts)
-        print(f"{k:>3} {seq:>17.1f} {bat:>14.1f} {bat / seq:>5.2f}x", flush=True)
+        chosen = [tasks[(7 * i) % len(tasks)] for i in range(k)]
+        seq = rate(play_sequential, policy, chosen, args.turns, args.max_new_tokens, args.temperature)
+        policy.prefix_cache.entries.clear()
+        bat = rate(play_batched, policy, chosen, args.turns)
+        plain = rate(play_batched, no_reuse, chosen, args.turns)
+        print(f"{k:>3} {seq:>17.1f} {bat:>14.1f} {bat / seq:>5.2f}x {plain:>25.1f} {plain / seq:>5.2f}x", flush=True)
 
 
 if __name__ == "__main__":
