@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
-from sotopia_env.episode import ACTION_TYPES, Turn
+from sotopia_env.episode import Turn
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import VISIBLE_PROFILE_FIELDS, Profile, Task
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from sotopia_env.errors import ConfigError
 
@@ -284,9 +284,9 @@ class HFPolicy(Policy):
 
     def _generate(self, prompts: list[list[int]], temperatures: list[float]) -> list[list[int]]:
         """One generation batch, reusing and refreshing the prefix cache."""
-        settings = dict(max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
-                        pad_id=self.tokenizer.pad_token_id, temperatures=temperatures,
-                        top_ps=[self.top_p] * len(prompts), generator=self.generator)
+        settings = {"max_new_tokens": self.max_new_tokens, "stop_ids": self.stop_ids,
+                    "pad_id": self.tokenizer.pad_token_id, "temperatures": temperatures,
+                    "top_ps": [self.top_p] * len(prompts), "generator": self.generator}
         self.stats["batches"] += 1
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         if self.prefix_cache is None:

@@ -17,7 +17,7 @@ import asyncio
 import json
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from sotopia_env.episode import EpisodeRecord
 from sotopia_env.errors import APIError, DataError

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt  # noqa: E402
+import litellm
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from sotopia_env.errors import APIError  # noqa: E402
+from sotopia_env.errors import APIError
 
 litellm.suppress_debug_info = True  # no "Give Feedback" banner on every handled exception
 
@@ -152,7 +152,7 @@ class LLMClient:
         except FATAL_ERRORS as e:
             raise APIError(f"{self.model}: {type(e).__name__} (not retried): {_short(e, self.__api_key)}",
                            attempts=attempts) from e
-        except Exception as e:  # noqa: BLE001 - every other provider error ends as APIError with its attempts
+        except Exception as e:
             kind = "gave up" if is_retryable(e) else "failed"
             raise APIError(f"{self.model}: {kind} on {type(e).__name__}: {_short(e, self.__api_key)}",
                            attempts=attempts) from e

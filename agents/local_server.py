@@ -18,8 +18,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 Responder = Callable[[dict], str]
 
@@ -38,10 +38,10 @@ def _count_tokens(text: str) -> int:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # noqa: A002 - silence the default stderr access log
+    def log_message(self, format, *args):
         pass
 
     def _send(self, status: int, body: bytes, headers: dict | None = None,
@@ -54,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 - http.server API
+    def do_GET(self):
         if self.path.rstrip("/").endswith("/models"):
             body = {"object": "list", "data": [{"id": self.server.owner.model_name, "object": "model",
                                                 "owned_by": "scripted"}]}
@@ -62,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
 
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "ScriptedOpenAIServer"
+    owner: ScriptedOpenAIServer
 
 
 class ScriptedOpenAIServer:
@@ -155,7 +155,7 @@ class ScriptedOpenAIServer:
         """The OpenAI ``api_base``: ``http://127.0.0.1:PORT/v1``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "ScriptedOpenAIServer":
+    def start(self) -> ScriptedOpenAIServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)
@@ -168,7 +168,7 @@ class ScriptedOpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "ScriptedOpenAIServer":
+    def __enter__(self) -> ScriptedOpenAIServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc) -> None:

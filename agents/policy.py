@@ -7,8 +7,8 @@ client's concurrency). ``build_policy`` picks the implementation from a model st
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sotopia_env.episode import Turn
 from sotopia_env.profiles import Task
@@ -51,7 +51,7 @@ class Policy:
 
     name: str = "policy"
     """Model id, as recorded in episode records."""
-    sampling: dict = {}
+    sampling: dict = {}  # noqa: RUF012 - replaced per instance by every subclass
     """Sampling settings (temperature, top_p, max_new_tokens...), as recorded. Never API keys."""
     batched: bool = False
     """True when ``act`` over many requests is cheaper than one call per request (local models):

@@ -14,8 +14,9 @@ import asyncio
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from sotopia_env.episode import EpisodeRecord, EpisodeStore, Turn
 from sotopia_env.errors import APIError, ConfigError
@@ -133,7 +134,7 @@ class _Run:
                 evaluation, usage = await self.judge.aevaluate(record), {}
             else:
                 evaluation, usage = await asyncio.to_thread(self.judge.evaluate, record), {}
-        except Exception as e:  # noqa: BLE001 - the played episode is kept, unevaluated, and judged next run
+        except Exception as e:
             if _fatal(e):
                 raise
             evaluation, usage = EpisodeEvaluation.failed(name, f"{type(e).__name__}: {e}"), {}
@@ -155,7 +156,7 @@ class _Run:
             try:
                 record = await self.play_episode(job)
                 await self.judge_record(record)
-            except Exception as e:  # noqa: BLE001 - one episode's failure must not lose the others
+            except Exception as e:
                 if _fatal(e):
                     raise
                 self.failures.append((job.run_key, e))

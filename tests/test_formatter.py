@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from agents.formatter import (OMITTED_NOTE, ConversationFormat, ConversationTokenizer, agent_messages,
-                              agent_messages_with_turns, fit_messages, parse_action, render_action)
+from agents.formatter import (
+    OMITTED_NOTE,
+    ConversationFormat,
+    ConversationTokenizer,
+    agent_messages,
+    agent_messages_with_turns,
+    fit_messages,
+    parse_action,
+    render_action,
+)
 from sotopia_env.episode import Turn
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import Profile, Relationship, Scenario, Task
@@ -67,7 +75,7 @@ def test_parse_action_json_and_fallbacks():
 def test_fit_messages_drops_oldest_whole_turns():
     task = make_task()
     turns = make_turns(task, 6)
-    count = lambda msgs: sum(len(m["content"]) for m in msgs)  # noqa: E731 - a character budget
+    count = lambda msgs: sum(len(m["content"]) for m in msgs)
     full = count(agent_messages(task, 0, turns))
     messages, omitted = fit_messages(task, 0, turns, count, full)
     assert omitted == 0 and messages == agent_messages(task, 0, turns)

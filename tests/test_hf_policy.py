@@ -1,5 +1,4 @@
 """HFPolicy and its batched decode loop."""
-import pytest
 import torch
 
 from agents.formatter import ConversationTokenizer, agent_messages
@@ -86,7 +85,7 @@ def test_reused_prefix_gives_the_same_tokens(tiny_llama):
     """Prefilling only the new part of a prompt on an earlier turn's KV cache (rows with different
     reuse lengths, one with none) generates exactly what a full prefill generates."""
     first = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22, 23, 24]]
-    kw = dict(max_new_tokens=4, stop_ids=[], pad_id=0, temperatures=[0.0] * 2, top_ps=[1.0] * 2)
+    kw = {"max_new_tokens": 4, "stop_ids": [], "pad_id": 0, "temperatures": [0.0] * 2, "top_ps": [1.0] * 2}
     out, caches = generate_batch(tiny_llama, first, return_caches=True, **kw)
     assert [c[0] for c in caches] == [p + o[:-1] for p, o in zip(first, out)]
     assert caches[0][1][0][0].shape[1] == len(first[0]) + 3  # (kv_heads, fed tokens, head_dim), padding dropped

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from agents.judge import (LLMJudge, LocalJudge, ask_json, branch_logprobs, parse_evaluation, score_candidates)
+from agents.judge import LLMJudge, LocalJudge, ask_json, branch_logprobs, parse_evaluation, score_candidates
 from agents.llm_client import LLMClient
 from agents.local_server import ScriptedOpenAIServer
 from sotopia_env.episode import EpisodeRecord
@@ -146,7 +146,7 @@ def test_local_judge_expected_score(tiny_llama, embedded_tokenizer):
     # agent 2's goal score is the expected value of the answer distribution, computed naively here
     prefix, questions, keys = judge._prompt_pieces(rec)
     j = keys.index((1, "goal"))
-    values = list(range(0, 11))
+    values = list(range(11))
     lps = [_naive_logprob(tiny_llama, prefix + questions[j],
                           embedded_tokenizer(str(v), add_special_tokens=False)["input_ids"]
                           + [embedded_tokenizer.eos_token_id]) for v in values]
