@@ -160,3 +160,41 @@ def test_embedded_model_trains_on_demo_pairs(tmp_path):
     assert config["base_model_name_or_path"] == "embedded"
     model = load_model(str(result.checkpoint), device="cpu")
     assert any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_reference_is_base_with_adapter_disabled_and_cached(tiny_llama, embedded_tokenizer, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from agents.formatter import ConversationTokenizer
+    from sdpo import reference as ref
+    from sdpo.model_forward import pack_pairs, pair_logps
+    from sdpo.tokenize import tokenize_pair
+
+    conv = ConversationTokenizer(embedded_tokenizer)
+    pairs = [tokenize_pair(conv, make_pair("r1", n_history=2)), tokenize_pair(conv, make_pair("r2", seg=3))]
+    base = ref.compute_reference(tiny_llama, pairs)
+    fingerprint = ref.weights_fingerprint(tiny_llama)
+    lora = get_peft_model(copy.deepcopy(tiny_llama), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_()                     # a trained adapter: the policy now differs from the base
+    with_adapter = ref.compute_reference(lora, pairs)
+    assert all(torch.equal(base[k][0], with_adapter[k][0]) and torch.equal(base[k][1], with_adapter[k][1])
+               for k in base)
+    policy = pair_logps(lora, pack_pairs(pairs)).chosen
+    assert not torch.allclose(policy[0, :2], base["r1"][0])
+    assert base["r2"][0].shape == (3,) and base["r1"][1].shape == (2,)
+    # the cache round-trips with weights_only loading and answers only to its own key
+    path = tmp_path / "pairs.jsonl.ref-k.pt"
+    ref.save_reference(path, "k", base, {"model": "tiny"})
+    loaded = ref.load_reference(path, "k")
+    assert loaded.keys() == base.keys() and all(torch.equal(loaded[k][0], base[k][0]) for k in base)
+    assert ref.load_reference(path, "other") is None
+    with torch.no_grad():
+        tiny_llama.model.norm.weight.add_(1e-3)
+    assert ref.weights_fingerprint(tiny_llama) != fingerprint
+    with torch.no_grad():
+        tiny_llama.model.norm.weight.sub_(1e-3)
