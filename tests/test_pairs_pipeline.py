@@ -136,7 +136,8 @@ def test_segment_stage_validates_and_write_uses_the_judges_segment(tmp_path, api
         assert entries["C:0"]["status"] == "skipped" and len(srv.requests) == 1 + 3 + 3
         counts = pipeline.write()
         assert counts["sdpo"]["pairs"] == 2 and counts["sdpo"]["segment_invalid_answer"] == 1
-        pairs = {p["pair_id"]: p for p in map(json.loads, open(f"{config.out_dir}/pairs_sdpo.jsonl"))}
+        lines = open(f"{config.out_dir}/pairs_sdpo.jsonl").read().splitlines()  # noqa: SIM115 - read at once
+        pairs = {p["pair_id"]: p for p in map(json.loads, lines)}
         assert pairs["sdpo:A:0"]["segment"] == {"chosen": [1, 2], "rejected": [1, 2]}
         assert pairs["sdpo:B:0"]["segment"] == {"chosen": [1, 1], "rejected": [1, 1]}
         assert [t["argument"] for t in pairs["sdpo:B:0"]["chosen"]] == ["B: 130?"]
@@ -334,10 +335,10 @@ def test_command_line_runs_a_stage_and_rejects_bad_options(tmp_path):
 
     out = tmp_path / "cli"
     ok = subprocess.run([sys.executable, "-m", "sdpo.pairs", f"out_dir={out}", "stage=write", "progress=true"],
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "negatives" in ok.stdout and (out / "summary.json").exists() and (out / "pairs_sdpo.jsonl").exists()
     assert "api_key" not in (out / "config.yaml").read_text().replace("api_key_env", "")
     bad = subprocess.run([sys.executable, "-m", "sdpo.pairs", f"out_dir={out}", "negatives.rule=median"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0 and "negatives.rule" in bad.stderr and "authors" in bad.stderr

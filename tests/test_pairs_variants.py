@@ -1,7 +1,6 @@
 """Pair records of every kind from the same negative, validated by the pair-file schema."""
-from sdpo.pairs.config import Interlocutors, SegmentMethod
+from sdpo.pairs.config import Interlocutors, NegativesConfig, SegmentMethod
 from sdpo.pairs.negatives import select_negatives
-from sdpo.pairs.config import NegativesConfig
 from sdpo.pairs.write import build_pairs, write_pair_file
 from sdpo.pairs_schema import read_pairs
 
@@ -18,10 +17,10 @@ def fixture():
     scratch = episode(["Hello neighbour!", "Hi!", "Bike for 125?", "Deal."], goals=(9, 7), episode_id="scr")
     negatives, _ = select_negatives([neg], NegativesConfig())
     key = negatives[0].key
-    stages = dict(locate={key: {"status": "ok", "index": 2, "reason": "r", "judge": "j", "answers": ["{}"]}},
-                  sample={key: {"status": "kept", "positive": "pos", "candidates": [{"episode_id": "pos"}]}},
-                  segment={key: {"status": "ok", "start_index": 2, "end_index": 4, "reason": "s"}},
-                  scratch={key: {"status": "kept", "positive": "scr", "candidates": []}})
+    stages = {"locate": {key: {"status": "ok", "index": 2, "reason": "r", "judge": "j", "answers": ["{}"]}},
+              "sample": {key: {"status": "kept", "positive": "pos", "candidates": [{"episode_id": "pos"}]}},
+              "segment": {key: {"status": "ok", "start_index": 2, "end_index": 4, "reason": "s"}},
+              "scratch": {key: {"status": "kept", "positive": "scr", "candidates": []}}}
     episodes = {r.episode_id: r for r in (neg, pos, scratch)}
     return negatives, episodes, stages
 

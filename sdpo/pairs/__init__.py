@@ -8,4 +8,4 @@ runs one. See ``sdpo.pairs.pipeline`` for the files a run writes.
 from .config import PairsConfig, Stage
 from .pipeline import PairPipeline, format_summary
 
-__all__ = ["PairsConfig", "Stage", "PairPipeline", "format_summary"]
+__all__ = ["PairPipeline", "PairsConfig", "Stage", "format_summary"]

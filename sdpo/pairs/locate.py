@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
 
 from agents.formatter import render_action
 from sotopia_env.episode import EpisodeRecord, Turn

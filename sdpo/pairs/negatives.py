@@ -7,8 +7,8 @@ key ``"<episode_id>:<seat>"`` in every later stage file.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from sotopia_env.episode import EpisodeRecord
 
@@ -36,7 +36,7 @@ class Negative:
         return {"key": self.key, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Negative":
+    def from_dict(cls, d: dict) -> Negative:
         return cls(episode_id=d["episode_id"], agent_index=int(d["agent_index"]), interlocutor=d["interlocutor"],
                    task_pk=d["task_pk"], scenario_pk=d["scenario_pk"], goal=float(d["goal"]),
                    relationship=float(d["relationship"]))

@@ -26,8 +26,8 @@ import json
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from agents.formatter import ConversationFormat
 from sotopia_env.episode import EpisodeRecord, EpisodeStore

@@ -10,7 +10,7 @@ code, SDPO.md §6). The same selection serves ETO/DMPO with sessions sampled fro
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
 

@@ -11,13 +11,20 @@ The ablation's fixed lengths ([k, k] and asymmetric [a, b]) need no judge: ``cut
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.errors import APIError
 
-from .locate import (InvalidAnswer, LocalTurnScorer, ask_validated, integer_field, numbered_messages,
-                     parse_json_object, task_brief)
+from .locate import (
+    InvalidAnswer,
+    LocalTurnScorer,
+    ask_validated,
+    integer_field,
+    numbered_messages,
+    parse_json_object,
+    task_brief,
+)
 
 
 def segment_messages(negative: EpisodeRecord, positive_turns: Sequence[Turn], agent_index: int,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from agents.formatter import ConversationFormat
 from sdpo.pairs_schema import PairRecord, write_pair
