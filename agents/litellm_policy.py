@@ -11,7 +11,7 @@ from .policy import Policy, TurnRequest, TurnResult
 
 
 def _approx_tokens(messages: list[dict]) -> int:
-    """A provider-independent upper-bound-ish token estimate (about 4 characters a token)."""
+    """A provider-independent token estimate that errs long (about 3 characters a token)."""
     return sum(len(m["content"]) // 3 + 4 for m in messages)
 
 
