@@ -5,7 +5,8 @@
 
 Each argument is a run folder written by ``python -m benchmarks.sotopia`` (or its
 ``results.json``). Rows are agents (the run's ``name``, else its agent model); column groups
-are the interaction settings (``self-chat``, ``vs <partner>``), each split into the ``all``
+are the interaction settings (``self-chat``, ``vs <partner>``; with ``(N turns)`` when a
+run's turn limit is not SOTOPIA's 20), each split into the ``all``
 tasks and the ``hard`` subset, each with the chosen dimensions (default goal and
 relationship, the paper's two). Runs of the same agent against different partners fill
 the same row. The best mean of each column is in bold.
@@ -37,10 +38,16 @@ class RunResult:
     path: Path
 
 
+SOTOPIA_MAX_TURNS = 20
+
+
 def setting_name(config: dict) -> str:
-    """``self-chat`` or ``vs <partner model>``."""
+    """``self-chat`` or ``vs <partner model>``, with ``(N turns)`` when the run's turn limit is
+    not SOTOPIA's 20 (e.g. the paper's 10-turn comparison)."""
     partner = config.get("partner", "self")
-    return "self-chat" if partner in ("self", None, "") else f"vs {partner}"
+    name = "self-chat" if partner in ("self", None, "") else f"vs {partner}"
+    turns = config.get("max_turns", SOTOPIA_MAX_TURNS)
+    return name if turns == SOTOPIA_MAX_TURNS else f"{name} ({turns} turns)"
 
 
 def load_run(path: str | Path) -> RunResult:
@@ -89,7 +96,7 @@ def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "
                               "names (name=... when running benchmarks.sotopia)")
         cells[(run.label, run.setting)] = run
     # self-chat first, as in the paper
-    settings = sorted(settings, key=lambda s: (s != "self-chat", settings.index(s)))
+    settings = sorted(settings, key=lambda s: (not s.startswith("self-chat"), settings.index(s)))
     columns = [(st, sub, d) for st in settings for sub in subsets for d in dims]
 
     def value(label, column) -> MeanCI | None:

@@ -3,11 +3,16 @@ partner model, a judge scores the seven dimensions, and the results come out as 
 table (mean ± 95 % CI per dimension and overall, all tasks and the hard subset), a JSON
 document and PNG plots.
 
-    python -m benchmarks.sotopia                      # embedded model, 3 built-in test tasks,
-                                                      # self-chat, local judge (a few minutes on CPU)
-    python -m benchmarks.sotopia agent=runs/fit/sdpo limit=null judge=gpt-4o
+    python -m benchmarks.sotopia                      # a quick look: embedded model, 3 built-in
+                                                      # test tasks, 6 turns, self-chat, local judge
+    python -m benchmarks.sotopia agent=runs/fit/sdpo limit=null max_turns=20 judge=gpt-4o
     python -m benchmarks.sotopia agent=openai/my-model agent_api_base=http://localhost:8000/v1 \\
-        partner=gpt-4o judge=gpt-4o tasks=hard limit=null max_turns=10
+        partner=gpt-4o judge=gpt-4o tasks=hard limit=null max_turns=20
+
+The defaults are a quick look that finishes in a few minutes on a 2-core CPU. SOTOPIA's and
+the paper's evaluation is ``limit=null max_turns=20 judge=gpt-4o`` (``max_turns=10`` for
+the paper's 10-turn comparison); a run with another turn limit says so when it starts, and
+``benchmarks.compare`` labels its columns with the limit.
 
 Options (hydra structured config, ``SotopiaBenchConfig``; ``--help`` lists them):
 
@@ -53,6 +58,8 @@ from sotopia_env.errors import ConfigError, SotopiaError
 
 from . import plots, results
 
+SOTOPIA_MAX_TURNS = 20
+"""SOTOPIA's (and the paper's) turn limit."""
 EMBEDDED_MAX_NEW_TOKENS = 48
 """Default reply budget of local models: short, so that the default run finishes in minutes on a CPU."""
 API_MAX_NEW_TOKENS = 1024
@@ -104,8 +111,9 @@ class SotopiaBenchConfig:
     top_p: float = 1.0
     max_new_tokens: Optional[int] = None
     """Reply budget per turn; null: 48 for local models, 1024 for API models."""
-    max_turns: int = 20
-    """Turn limit of an episode (SOTOPIA's 20; the paper also compares at 10)."""
+    max_turns: int = 6
+    """Turn limit of an episode. Default 6 for the quick look; SOTOPIA and the paper use 20
+    (and compare at 10)."""
     max_stale_turns: int = 2
     concurrency: int = 8
     """Episodes played at once (local models batch their turns; API calls are bounded by it)."""
@@ -309,6 +317,9 @@ def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
     plan = job_plan(cfg, load_task_set(cfg))
     done = store.done_keys()
     todo = [(task, seats, key) for task, seats, key in plan if key not in done]
+    if cfg.max_turns != SOTOPIA_MAX_TURNS:
+        print(f"note: max_turns={cfg.max_turns}; SOTOPIA's evaluation uses {SOTOPIA_MAX_TURNS} "
+              f"(max_turns={SOTOPIA_MAX_TURNS})", file=sys.stderr)
     print(f"SOTOPIA: {len(plan)} episode(s) over {len({t.pk for t, _, _ in plan})} task(s), "
           f"{len(plan) - len(todo)} already stored in {store.path}; {len(todo)} to play.", file=sys.stderr)
     ran = 0

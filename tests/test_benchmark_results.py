@@ -126,7 +126,7 @@ def write_run(tmp_path, name, config, recs):
 
 def test_compare_table1_layout(tmp_path, capsys):
     t, h = make_task("t"), make_task("h", hard=True, tested_seat=0)
-    self_a = write_run(tmp_path, "a_self", {"agent": "A", "partner": "self"},
+    self_a = write_run(tmp_path, "a_self", {"agent": "A", "partner": "self", "max_turns": 20},
                        [make_record(t, (8, 8), (2, 2), models=("A", "A")), make_record(h, (6, 0), (1, 0), models=("A", "A"))])
     vs_a = write_run(tmp_path, "a_vs", {"agent": "A", "partner": "gpt-4o"},
                      [make_record(t, (5, 9), (1, 4), models=("A", "gpt-4o"), seats=(0,))])
@@ -140,6 +140,11 @@ def test_compare_table1_layout(tmp_path, capsys):
     assert lines[2] == "| A | 5.50 | 1.25 | **6.00** | **1.00** | **5.00** | **1.00** | – | – |"
     assert lines[3] == "| SDPO | **9.00** | **3.00** | – | – | – | – | – | – |"
     assert table in capsys.readouterr().out
+    ten = write_run(tmp_path, "b_ten", {"agent": "B", "partner": "self", "name": "SDPO", "max_turns": 10},
+                    [make_record(t, (4, 4), (1, 1), models=("B", "B"))])
+    short = compare.compare_table([compare.load_run(p) for p in (self_b, ten)], subsets=["all"], dims=["goal"])
+    assert short.splitlines()[0] == "| agent | self-chat · all · GOAL | self-chat (10 turns) · all · GOAL |"
+    assert short.splitlines()[2] == "| SDPO | 9.00 | 4.00 |"
     with pytest.raises(DataError, match="results.json"):
         compare.load_run(tmp_path / "missing")
 
