@@ -1,6 +1,6 @@
 """How close the episode runner gets to the concurrency bound with an API model.
 
-    python -m benchmarks.api_concurrency [--episodes 200] [--concurrency 50] [--delay 1.0]
+    python -m benchmarks.api_concurrency [--episodes 200] [--concurrency 20] [--delay 1.0]
                                          [--turns 4] [--judge]
 
 The scripted OpenAI-compatible server (``agents.local_server``) answers every chat request
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.api_concurrency",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=50, help="episodes at once (C)")
+    parser.add_argument("--concurrency", type=int, default=20, help="episodes at once (C)")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds the server waits before each answer")
     parser.add_argument("--turns", type=int, default=4, help="turns per episode (one model call each)")
     parser.add_argument("--judge", action="store_true", help="also judge each episode on the server")

@@ -210,3 +210,14 @@ def test_embedded_default_path(tmp_path):
     row = [s for s in results.summaries_from_document(doc) if s.subset == "all" and s.seat == "all"][0]
     assert row.model == "embedded" and row.n_episodes == 1
     assert (tmp_path / "run" / "scores.png").exists()
+
+
+def test_api_concurrency_bound_holds(api_key):
+    """The concurrency bound is a lower bound on wall time: 5 episodes of 2 turns at C = 2 need
+    ceil(5 / 2) = 3 rounds of 2 delayed calls."""
+    from benchmarks.api_concurrency import measure
+
+    r = measure(episodes=5, concurrency=2, delay=0.1, turns=2)
+    assert r["requests"] == 10
+    assert r["bound_seconds"] == pytest.approx(0.6)
+    assert r["wall_seconds"] >= r["bound_seconds"] and 0 < r["ratio"] <= 1
