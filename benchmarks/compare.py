@@ -1,7 +1,7 @@
 """Several SOTOPIA runs side by side, in the layout of the SDPO paper's Table 1.
 
     python -m benchmarks.compare runs/sotopia/a runs/sotopia/b ... [--dims goal relationship]
-                                 [--ci] [--out table.md]
+                                 [--ci] [--out table.md] [--plot-dir DIR]
 
 Each argument is a run folder written by ``python -m benchmarks.sotopia`` (or its
 ``results.json``). Rows are agents (the run's ``name``, else its agent model); column groups
@@ -9,7 +9,9 @@ are the interaction settings (``self-chat``, ``vs <partner>``; with ``(N turns)`
 run's turn limit is not SOTOPIA's 20), each split into the ``all``
 tasks and the ``hard`` subset, each with the chosen dimensions (default goal and
 relationship, the paper's two). Runs of the same agent against different partners fill
-the same row. The best mean of each column is in bold.
+the same row. The best mean of each column (of two or more) is in bold. With ``--plot-dir`` the runs' scores
+per dimension and their average output length per turn (the paper's Figure 3) are also
+drawn side by side, one bar / line per run.
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ class RunResult:
     setting: str
     by_subset: dict[str, MeanCI | dict]
     path: Path
+    doc: dict
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} ({self.setting})"
 
 
 SOTOPIA_MAX_TURNS = 20
@@ -72,7 +79,29 @@ def load_run(path: str | Path) -> RunResult:
         # A run has one tested model; if a file holds several, the agent's own id wins.
         if s.subset not in by_subset or s.model == agent_model:
             by_subset[s.subset] = s.columns
-    return RunResult(label=label, setting=setting_name(config), by_subset=by_subset, path=file)
+    return RunResult(label=label, setting=setting_name(config), by_subset=by_subset, path=file, doc=doc)
+
+
+def compare_plots(runs: Sequence[RunResult], plot_dir: str | Path) -> list[Path]:
+    """Scores per dimension (all tasks) and output length per turn of every run, one bar / line
+    per run named ``label (setting)``; returns the PNG paths."""
+    from . import plots
+    from .results import Summary
+
+    summaries, lengths = [], {}
+    for run in runs:
+        agent = run.doc.get("config", {}).get("agent")
+        for s in summaries_from_document(run.doc):
+            if s.role == "agent" and s.seat == "all" and s.subset == "all":
+                summaries.append(Summary(run.name, s.role, s.subset, s.seat, s.n_episodes, s.n_tasks, s.columns))
+        per_model = run.doc.get("output_length_per_turn", {})
+        if agent in per_model:
+            lengths[run.name] = per_model[agent]
+        elif len(per_model) == 1:
+            lengths[run.name] = next(iter(per_model.values()))
+    plot_dir = Path(plot_dir)
+    return [plots.plot_dimensions(summaries, plot_dir / "compare_scores.png"),
+            plots.plot_output_length(lengths, plot_dir / "compare_output_length.png")]
 
 
 def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "relationship"),
@@ -109,7 +138,7 @@ def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "
     best = {}
     for col in columns:
         means = [v.mean for v in (value(lb, col) for lb in labels) if v is not None and v.mean is not None]
-        best[col] = max(means) if means else None
+        best[col] = max(means) if len(means) >= 2 else None  # bold only where there is a contest
     header = ["agent"] + [f"{st} · {sub} · {SHORT_NAMES.get(d, d)}" for st, sub, d in columns]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join(["---:"] * len(columns)) + "|"]
     for lb in labels:
@@ -120,7 +149,7 @@ def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "
                 row.append("–")
                 continue
             text = f"{v.mean:.{digits}f}"
-            if len(labels) > 1 and best[col] is not None and v.mean == best[col]:
+            if best[col] is not None and v.mean == best[col]:
                 text = f"**{text}**"
             if ci and v.half_width is not None:
                 text += f" ± {v.half_width:.{digits}f}"
@@ -137,11 +166,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=list(SUBSETS))
     parser.add_argument("--ci", action="store_true", help="append the 95 %% CI half-width to each mean")
     parser.add_argument("--out", help="also write the table to this Markdown file")
+    parser.add_argument("--plot-dir", help="also draw compare_scores.png and compare_output_length.png here")
     args = parser.parse_args(argv)
-    table = compare_table([load_run(p) for p in args.runs], dims=args.dims, subsets=args.subsets, ci=args.ci)
+    runs = [load_run(p) for p in args.runs]
+    table = compare_table(runs, dims=args.dims, subsets=args.subsets, ci=args.ci)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")
+    if args.plot_dir:
+        for path in compare_plots(runs, args.plot_dir):
+            print(f"plot: {path}")
     return table
 
 

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sotopia_env.evaluation import DIMENSION_RANGES  # noqa: E402
 
@@ -67,6 +68,7 @@ def plot_output_length(lengths: Mapping[str, Sequence[float]], path: str | Path,
     fig, ax = plt.subplots(figsize=(7, 4))
     for model, values in lengths.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=_short(model))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("agent's turn")
     ax.set_ylabel("words per action (mean)")
     ax.set_title(title)

@@ -132,12 +132,14 @@ def test_compare_table1_layout(tmp_path, capsys):
                      [make_record(t, (5, 9), (1, 4), models=("A", "gpt-4o"), seats=(0,))])
     self_b = write_run(tmp_path, "b_self", {"agent": "B", "partner": "self", "name": "SDPO"},
                        [make_record(t, (9, 9), (3, 3), models=("B", "B"))])
-    table = compare.main([str(vs_a), str(self_a), str(self_b / "results.json")])
+    table = compare.main([str(vs_a), str(self_a), str(self_b / "results.json"), "--plot-dir", str(tmp_path / "p")])
+    for name in ("compare_scores.png", "compare_output_length.png"):
+        assert (tmp_path / "p" / name).read_bytes()[:4] == b"\x89PNG"
     lines = table.splitlines()
     assert lines[0] == ("| agent | self-chat · all · GOAL | self-chat · all · REL | self-chat · hard · GOAL | "
                         "self-chat · hard · REL | vs gpt-4o · all · GOAL | vs gpt-4o · all · REL | "
                         "vs gpt-4o · hard · GOAL | vs gpt-4o · hard · REL |")
-    assert lines[2] == "| A | 5.50 | 1.25 | **6.00** | **1.00** | **5.00** | **1.00** | – | – |"
+    assert lines[2] == "| A | 5.50 | 1.25 | 6.00 | 1.00 | 5.00 | 1.00 | – | – |"
     assert lines[3] == "| SDPO | **9.00** | **3.00** | – | – | – | – | – | – |"
     assert table in capsys.readouterr().out
     ten = write_run(tmp_path, "b_ten", {"agent": "B", "partner": "self", "name": "SDPO", "max_turns": 10},
