@@ -268,7 +268,7 @@ def build_judge(cfg: SotopiaBenchConfig, policies=()):
         return LocalJudge(model_id="embedded")
     from agents.judge import LLMJudge
 
-    return LLMJudge(cfg.judge, api_base=cfg.judge_api_base)
+    return LLMJudge(cfg.judge, api_base=cfg.judge_api_base, max_concurrency=cfg.concurrency)
 
 
 # --- The run ----------------------------------------------------------------------------------

@@ -221,3 +221,31 @@ def test_api_concurrency_bound_holds(api_key):
     assert r["requests"] == 10
     assert r["bound_seconds"] == pytest.approx(0.6)
     assert r["wall_seconds"] >= r["bound_seconds"] and 0 < r["ratio"] <= 1
+
+
+def test_judge_failure_is_unevaluated_then_rejudged_without_replay(tmp_path, api_key):
+    files = write_task_files(tmp_path)
+
+    class BrokenJudge(Responder):
+        broken = True
+
+        def __call__(self, body):
+            if "judge" in body["model"] and self.broken:
+                self.calls[body["model"]] += 1
+                return "I cannot score this."
+            return super().__call__(body)
+
+    responder = BrokenJudge()
+    with ScriptedOpenAIServer(responder) as srv:
+        cfg = config(srv, tmp_path, files, partner="self", limit=2)
+        first = run_benchmark(cfg)
+        assert first.doc["counts"]["evaluated"] == 0 and first.doc["counts"]["unevaluated"] == 2
+        assert first.table.count("\n") == 1 and first.doc["summaries"] == []  # header only: nothing scored, no 0
+        assert "run the same command again" in report(first)
+        responder.broken = False
+        agent_calls = responder.calls["scripted-agent"]
+        second = run_benchmark(cfg)
+        assert responder.calls["scripted-agent"] == agent_calls  # judged again, not replayed
+    assert second.doc["counts"] == {"stored": 4, "evaluated": 2, "unevaluated": 0, "unevaluated_run_keys": []}
+    stored = EpisodeStore(tmp_path / "run" / "episodes.jsonl").records()
+    assert [r.tags.get("rejudged", False) for r in stored] == [False, False, True, True]
