@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from sotopia_env.errors import ConfigError, DataError
 from sotopia_env.evaluation import DIMENSIONS

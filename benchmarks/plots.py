@@ -8,18 +8,18 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from sotopia_env.evaluation import DIMENSION_RANGES  # noqa: E402
+from sotopia_env.evaluation import DIMENSION_RANGES
 
-from .results import COLUMNS, OVERALL, SHORT_NAMES, Summary  # noqa: E402
+from .results import COLUMNS, OVERALL, SHORT_NAMES, Summary
 
 _OVERALL_RANGE = (sum(lo for lo, _ in DIMENSION_RANGES.values()) / len(DIMENSION_RANGES),
                   sum(hi for _, hi in DIMENSION_RANGES.values()) / len(DIMENSION_RANGES))

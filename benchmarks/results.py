@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 from sotopia_env.episode import EpisodeRecord
 from sotopia_env.evaluation import DIMENSIONS
@@ -337,16 +337,16 @@ def markdown_report(doc: dict, *, title: str = "SOTOPIA results") -> str:
     """A Markdown report of a results document: the agent table, the partner table if any,
     counts and usage."""
     summaries = summaries_from_document(doc)
-    conf = int(round(doc.get("confidence", 0.95) * 100))
+    conf = round(doc.get("confidence", 0.95) * 100)
     parts = [f"# {title}", "",
-             f"Mean ± half-width of the {conf} % confidence interval (Student t over episodes). "
-             f"`all`: every task; `hard`: SOTOPIA's hard subset, tested seat only.", "",
+             (f"Mean ± half-width of the {conf} % confidence interval (Student t over episodes). "
+             f"`all`: every task; `hard`: SOTOPIA's hard subset, tested seat only."), "",
              markdown_table(summaries, role="agent")]
     if any(s.role == "partner" for s in summaries):
         parts += ["", "Partner:", "", markdown_table(summaries, role="partner")]
     c = doc.get("counts", {})
-    parts += ["", f"Episodes stored: {c.get('stored', 0)}, evaluated: {c.get('evaluated', 0)}, "
-                  f"unevaluated (judge failed): {c.get('unevaluated', 0)}."]
+    parts += ["", (f"Episodes stored: {c.get('stored', 0)}, evaluated: {c.get('evaluated', 0)}, "
+                  f"unevaluated (judge failed): {c.get('unevaluated', 0)}.")]
     u = doc.get("usage", {})
     if u:
         tok = ", ".join(f"{m}: {int(v['prompt_tokens'])} prompt + {int(v['completion_tokens'])} completion "

@@ -202,12 +202,12 @@ def test_config_validation_and_hydra_compose(tmp_path):
 @pytest.mark.slow
 def test_embedded_default_path(tmp_path):
     """The README's main job on a tiny budget: embedded model, self-chat, local judge."""
-    cfg = SotopiaBenchConfig(limit=1, max_turns=2, max_new_tokens=8, output_dir=str(tmp_path / "run"), progress=False)
+    cfg = SotopiaBenchConfig(limit=1, max_turns=1, max_new_tokens=8, output_dir=str(tmp_path / "run"), progress=False)
     outcome = run_benchmark(cfg)
     assert outcome.ran == 1
     doc = outcome.doc
     assert doc["counts"]["evaluated"] == 1
-    row = [s for s in results.summaries_from_document(doc) if s.subset == "all" and s.seat == "all"][0]
+    row = next(s for s in results.summaries_from_document(doc) if s.subset == "all" and s.seat == "all")
     assert row.model == "embedded" and row.n_episodes == 1
     assert (tmp_path / "run" / "scores.png").exists()
 
