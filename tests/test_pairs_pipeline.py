@@ -297,12 +297,11 @@ def test_offline_end_to_end_collect_pairs_fit(tmp_path, embedded_model, embedded
     config.models.max_new_tokens = 12
     config.sample.n = 2
     config.negatives.goal_below = 10.5       # every judged seat is a negative: enough pairs to train on
-    config.negatives.max_negatives = 2       # ... but only two, to keep the local judge's work small
     config.write.kinds = ["sdpo", "dpo", "preferred_sft"]
     pipeline = PairPipeline(config)
     pipeline._local["embedded"] = (embedded_model, embedded_tokenizer)   # the session's copy, not a reload
     summary = pipeline.run()
-    assert summary["episodes"]["sessions"] == 2 and summary["negatives"]["negatives"] == 2
+    assert summary["episodes"]["sessions"] == 2 and summary["negatives"]["negatives"] == 4
     assert summary["locate"]["items"] == summary["negatives"]["negatives"]
     assert summary["calls"]["locate_local_scorings"] == summary["negatives"]["negatives"]
     kept = summary["sample"].get("kept", 0)
