@@ -202,6 +202,7 @@ def main() -> None:
                            ("multi_unshared", ["ours_noshare", str(multi), str(tmp / "mu")])):
             print(f"running {name} ...", flush=True)
             results[name] = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)])
+            print(f"  {name}: {json.dumps(results[name])}", flush=True)
         flops_ref = matmul_flops()
 
     def pairs_per_s(r):
