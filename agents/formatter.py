@@ -63,7 +63,7 @@ def background(task: Task, agent_index: int, max_turns: int = 20) -> str:
     """What ``agent_index`` knows before the conversation (SOTOPIA's per-agent background)."""
     me, other = task.profiles[agent_index], task.profiles[1 - agent_index]
     other_visible = VISIBLE_PROFILE_FIELDS[task.scenario.relationship]
-    other_name = other.name if "first_name" in other_visible else "the other person"
+    other_name = other.name   # both names are always shown (as in SOTOPIA and the env); the profile is not
     return (
         f"Imagine you are {me.name}, your task is to act/speak as {me.name} would, keeping in mind "
         f"{me.name}'s social goal. You can find {me.name}'s background and goal below.\n"
@@ -88,13 +88,31 @@ def render_action(action_type: str, argument: str) -> str:
 
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_TRUNCATED_ACTION = re.compile(r'^\{\s*"action_type"\s*:\s*"([^"]*)"\s*,\s*"argument"\s*:\s*"((?:[^"\\]|\\.)*)',
+                               re.DOTALL)
+
+
+def _salvage_truncated(text: str) -> tuple[str, str] | None:
+    """A JSON action cut off by the reply budget (``{"action_type": "speak", "argument": "Hel``):
+    its action type and the argument text it got to; None if it is not one."""
+    match = _TRUNCATED_ACTION.match(text)
+    if not match or match.group(1) not in MODEL_ACTION_TYPES:
+        return None
+    raw = match.group(2)
+    for cut in range(len(raw), max(len(raw) - 6, -1), -1):   # an escape cut in half: drop its start
+        try:
+            return match.group(1), json.loads('"' + raw[:cut] + '"')
+        except json.JSONDecodeError:
+            continue
+    return None
 
 
 def parse_action(text: str) -> tuple[str, str, bool]:
     """Read a model's reply as ``(action_type, argument, fallback)``.
 
-    The reply should be SOTOPIA's JSON action. Anything else is read as plain speech
-    (``fallback=True``; the episode record counts these). An empty reply is ``none``.
+    The reply should be SOTOPIA's JSON action. A JSON action cut off by the reply budget keeps
+    its action type and the argument text it reached; anything else is read as plain speech.
+    Both are fallbacks (``fallback=True``; the episode record counts them). An empty reply is ``none``.
     """
     stripped = text.strip()
     match = _JSON_OBJECT.search(stripped)
@@ -108,6 +126,9 @@ def parse_action(text: str) -> tuple[str, str, bool]:
             return obj["action_type"], argument if isinstance(argument, str) else json.dumps(argument), False
     if not stripped:
         return "none", "", True
+    salvaged = _salvage_truncated(stripped)
+    if salvaged is not None:
+        return salvaged[0], salvaged[1], True
     return "speak", stripped.strip('"'), True
 
 

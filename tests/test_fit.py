@@ -145,12 +145,20 @@ def test_command_line(tiny_dir, demo_copy, tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_trains_on_demo_pairs(tmp_path):
-    """Two LoRA steps of the embedded model on two of the shipped pairs (the short ones, to keep the
-    CPU test fast); the adapter loads by its `embedded` base id."""
+    """Two LoRA steps of the embedded model on two of the shipped pairs (the shortest one-turn and the
+    shortest multi-turn segment, to keep the CPU test fast); the adapter loads by its `embedded` base id."""
     from agents.models import load_model
 
+    def size(pair):
+        return sum(len(t.argument) for t in pair.history + pair.chosen + pair.rejected)
+
+    def length(pair):
+        return pair.segment["chosen"][1] - pair.segment["chosen"][0] + 1
+
+    shipped = read_pairs(DEMO_PAIRS)
     data = tmp_path / "two.jsonl"
-    for pair in [p for p in read_pairs(DEMO_PAIRS) if p.segment["chosen"] == (1, 2)][:2]:
+    for pair in (min((p for p in shipped if length(p) == 1), key=size),
+                 min((p for p in shipped if length(p) > 1), key=size)):
         write_pair(data, pair)
     result = fit(FitConfig(model="embedded", data=str(data), output_dir=str(tmp_path / "emb"), batch_size=1,
                            micro_batch_size=1, max_steps=2, lora=True, lr=1e-3, progress=False))

@@ -115,3 +115,23 @@ def test_rollout_prompts_are_training_prefixes(embedded_tokenizer, system_messag
         # byte identity: the template's own rendering of the whole session tokenizes to the same text
         text = embedded_tokenizer.apply_chat_template(session, tokenize=False)
         assert embedded_tokenizer.decode(encoded.input_ids) == text
+
+
+def test_strangers_see_both_names_but_not_the_partners_profile():
+    """As in SOTOPIA and the env's observation: names are always shown; what else of the partner
+    an agent sees follows the relationship (strangers: nothing, so no occupation and no secret)."""
+    from agents.formatter import background
+
+    strangers = background(make_task(Relationship.stranger), 0)
+    assert "Participants: Mia Chen and Leo Park" in strangers
+    assert "Leo Park's background: Unknown." in strangers and "Selling the shop" not in strangers
+    assert "Owes rent" in strangers      # one's own secret is part of one's own background
+    friends = background(make_task(Relationship.friend), 0)
+    assert "Leo Park's background: Leo Park" in friends and "Selling the shop" not in friends
+
+
+def test_parse_action_salvages_a_reply_cut_by_the_budget():
+    assert parse_action('{"action_type": "speak", "argument": "Could I pay on Fri') == ("speak", "Could I pay on Fri", True)
+    assert parse_action('{"action_type": "action", "argument": "hands over the \\"key') == ("action", 'hands over the "key', True)
+    assert parse_action('{"action_type": "speak", "argument": "caf\\u00') == ("speak", "caf", True)
+    assert parse_action('{"action_type": "sing", "argument": "la la') == ("speak", '{"action_type": "sing", "argument": "la la', True)
