@@ -101,6 +101,10 @@ class FitConfig:
     """Token limit per side; the oldest history turns are dropped to fit, unfittable pairs skipped."""
     prefix_sharing: bool = True
     """Forward the shared history once per pair (packed branches)."""
+    prefix_attention: str = "auto"
+    """How a branch sees the shared history: ``cache`` (two causal calls, the rejected branch reads
+    the history's KV cache; fastest), ``mask`` (one call with a 4D branch mask), ``auto`` (cache,
+    except under gradient checkpointing or several processes, where it is mask)."""
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -148,6 +152,8 @@ class FitConfig:
             raise ConfigError(f"gamma must be strictly between 0 and 1 for loss=dmpo, got {self.gamma}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("save_every must be >= 0 and keep_checkpoints >= 1")
+        if self.prefix_attention not in ("auto", "cache", "mask"):
+            raise ConfigError(f"prefix_attention={self.prefix_attention!r} is not allowed; allowed: auto, cache, mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,8 +294,10 @@ def fit(cfg: FitConfig) -> FitResult:
     params = [p for p in model.parameters() if p.requires_grad]
 
     # --- optimizer and schedule ---------------------------------------------------------------
+    # the fused kernel (CPU and CUDA) does the whole update in one pass: ~7x faster than the loop
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)
+                                  weight_decay=cfg.weight_decay, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, total_steps, warmup, cfg.schedule))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -338,6 +346,10 @@ def fit(cfg: FitConfig) -> FitResult:
                                 final=at_step == total_steps)
 
     # --- the loop: one iteration per optimizer step -------------------------------------------
+    # a second forward before the backward is not allowed under DDP / FSDP / ZeRO or checkpointing
+    prefix_attention = cfg.prefix_attention
+    if prefix_attention == "auto":
+        prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 else "cache"
     loss_fn = SFT_LOSSES[cfg.loss.value] if is_sft else LOSSES[cfg.loss.value]
     loss_kwargs = {} if is_sft else ({"beta": cfg.beta, "gamma": cfg.gamma} if cfg.loss == LossName.dmpo
                                      else {"beta": cfg.beta})
@@ -364,7 +376,7 @@ def fit(cfg: FitConfig) -> FitResult:
             # gradients are all-reduced only on the last micro-batch of the step
             sync = contextlib.nullcontext() if m == len(micro_batches) - 1 else accelerator.no_sync(model)
             with sync:
-                logps = pair_logps(model, batch)
+                logps = pair_logps(model, batch, prefix_attention=prefix_attention)
                 if is_sft:
                     losses = loss_fn(logps.chosen_tokens, logps.chosen_token_mask)
                 else:

@@ -7,6 +7,16 @@ prefix, so every branch token has the same attention context and position as in 
 forward of its own side. Without prefix sharing, the chosen and the rejected sequences are two
 padded rows of one batch (TRL's ``[chosen; rejected]`` concatenation).
 
+Two ways to run a packed row (``prefix_attention``):
+
+* ``"cache"`` (default where it applies): two causal calls per pair, no 4D mask. The first runs
+  ``[prefix | chosen]`` (plain causal attention, the fast kernel); its keys and values of the
+  prefix then serve as the KV cache of the second, which runs the rejected branch at positions
+  that continue the prefix. Gradients flow through the cache into the shared prefix. Attention
+  costs only what each branch needs, and the causal kernel skips the masked half.
+* ``"mask"``: one call on the whole row with the 4D branch mask below (works under gradient
+  checkpointing and DDP, where a second forward before the backward is not allowed).
+
 Either way the LM head is applied only at the positions that predict a target token
 (``logits_to_keep`` as a boolean mask), so the vocabulary projection costs one row per target
 token instead of one per input token. Token log-probs are summed per turn with ``index_put_``
@@ -145,24 +155,78 @@ def _model_dtype(model) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def target_logps(model, batch: PackedBatch) -> torch.Tensor:
-    """(N,) log-prob of every target token of the batch, in ``batch`` order, from one forward."""
-    if batch.branch is not None:
-        attention_mask = branch_attention_mask(batch.branch, _model_dtype(model))
+def _cache_keyword(model) -> str:
+    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)   # DDP / accelerate wrappers
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _prefix_cache(cache, length: int):
+    """A new DynamicCache holding the first ``length`` positions of ``cache`` (views: gradients
+    flow back into the call that made them)."""
+    from transformers import DynamicCache
+
+    prefix = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):
+        prefix.update(layer.keys[:, :, :length], layer.values[:, :, :length], layer_idx)
+    return prefix
+
+
+def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
+    """The kept logits of a packed batch, row-major, by two causal calls per row (module doc)."""
+    from transformers import DynamicCache
+
+    keyword = _cache_keyword(model)
+    pieces = []
+    for i in range(batch.input_ids.shape[0]):
+        branch, keep = batch.branch[i], batch.keep[i]
+        p, c, r = (int((branch == b).sum()) for b in (PREFIX, CHOSEN, REJECTED))
+        ids, positions = batch.input_ids[i], batch.position_ids[i]
+        # [prefix | chosen]: positions after its last kept one feed nothing (but the prefix is needed)
+        kept_first = keep[:p + c].nonzero()
+        end = max(p, int(kept_first[-1]) + 1 if len(kept_first) else 0, 1)
+        cache = DynamicCache()
+        first = model(input_ids=ids[None, :end], position_ids=positions[None, :end], use_cache=True,
+                      logits_to_keep=keep[None, :end], **{keyword: cache}).logits
+        pieces.append(first.reshape(-1, first.shape[-1]))
+        kept_second = keep[p + c:p + c + r].nonzero()
+        if r and len(kept_second):
+            stop = p + c + int(kept_second[-1]) + 1
+            second = model(input_ids=ids[None, p + c:stop], position_ids=positions[None, p + c:stop],
+                           use_cache=True, logits_to_keep=keep[None, p + c:stop],
+                           **{keyword: _prefix_cache(cache, p)}).logits
+            pieces.append(second.reshape(-1, second.shape[-1]))
+    return torch.cat(pieces)
+
+
+def target_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") -> torch.Tensor:
+    """(N,) log-prob of every target token of the batch, in ``batch`` order.
+
+    ``prefix_attention`` (packed batches only): ``"cache"`` or ``"mask"`` (see the module doc)."""
+    if prefix_attention not in ("cache", "mask"):
+        raise ValueError(f"prefix_attention={prefix_attention!r}; allowed: cache, mask")
+    if batch.branch is not None and prefix_attention == "cache":
+        logits = _shared_prefix_logits(model, batch)
     else:
-        attention_mask = batch.attention_mask
-    logits = model(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
-                   logits_to_keep=batch.keep, use_cache=False).logits
-    logits = logits.reshape(-1, logits.shape[-1])   # (kept positions, vocab)
+        if batch.branch is not None:
+            attention_mask = branch_attention_mask(batch.branch, _model_dtype(model))
+        else:
+            attention_mask = batch.attention_mask
+        logits = model(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
+                       logits_to_keep=batch.keep, use_cache=False).logits
+        logits = logits.reshape(-1, logits.shape[-1])   # (kept positions, vocab)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()   # log-probs in at least fp32 (bf16 logsumexp loses digits)
     # log softmax at the target only: logit - logsumexp, without materialising the full log-softmax
     return logits[batch.logit_row, batch.target_ids] - torch.logsumexp(logits, dim=-1)[batch.logit_row]
 
 
-def pair_logps(model, batch: PackedBatch) -> PairLogps:
-    """Per-turn log-probs of both sides for a packed batch (one forward; see the module doc)."""
-    token_logps = target_logps(model, batch)
+def pair_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") -> PairLogps:
+    """Per-turn log-probs of both sides for a packed batch (see the module doc)."""
+    token_logps = target_logps(model, batch, prefix_attention=prefix_attention)
     pairs = batch.n_turns.shape[0]
     device = token_logps.device
 

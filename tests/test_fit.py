@@ -98,7 +98,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, tiny_llama, embedded_tokeni
         tiny_llama.model.norm.weight.fill_(float("nan"))
     tiny_llama.save_pretrained(tmp_path / "nan")
     embedded_tokenizer.save_pretrained(tmp_path / "nan")
-    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 .*pairs \['demo"):
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 .*pairs \['sdpo:"):
         fit(_cfg(str(tmp_path / "nan"), demo_copy, tmp_path / "out", max_steps=1, reference_cache=False))
 
 

@@ -30,10 +30,10 @@ def _pairs(conv):
     return [tokenize_pair(conv, p) for p in pairs]
 
 
-def _check_equal(model, tokenized, prefix_sharing):
+def _check_equal(model, tokenized, prefix_sharing, prefix_attention="cache"):
     batch = pack_pairs(tokenized, prefix_sharing=prefix_sharing, pad_id=0)
     with torch.no_grad():
-        out = pair_logps(model, batch)
+        out = pair_logps(model, batch, prefix_attention=prefix_attention)
     for b, tp in enumerate(tokenized):
         for name, got, mask in (("chosen", out.chosen, out.chosen_mask), ("rejected", out.rejected, out.rejected_mask)):
             side = getattr(tp, name)
@@ -47,9 +47,10 @@ def _check_equal(model, tokenized, prefix_sharing):
     return batch
 
 
-def test_packed_equals_separate_tiny(tiny_llama, embedded_tokenizer):
+@pytest.mark.parametrize("prefix_attention", ["cache", "mask"])
+def test_packed_equals_separate_tiny(tiny_llama, embedded_tokenizer, prefix_attention):
     tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
-    shared = _check_equal(tiny_llama, tokenized, True)
+    shared = _check_equal(tiny_llama, tokenized, True, prefix_attention)
     plain = _check_equal(tiny_llama, tokenized, False)
     assert shared.input_ids.shape[0] == 3 and plain.input_ids.shape[0] == 6
     # the shared history is fed once: fewer tokens than the two sides separately
@@ -59,7 +60,8 @@ def test_packed_equals_separate_tiny(tiny_llama, embedded_tokenizer):
 
 
 @pytest.mark.slow
-def test_packed_equals_separate_embedded(embedded_model, embedded_tokenizer):
+@pytest.mark.parametrize("prefix_attention", ["cache", "mask"])
+def test_packed_equals_separate_embedded(embedded_model, embedded_tokenizer, prefix_attention):
     """The embedded model, rejected branch (the one whose positions restart after the prefix).
     fp32 at full depth: per-token differences within 1e-4; the fp32 noise floor of batching
     itself is ~2e-5 here (the same side alone vs padded in a two-row batch differs that much, from
@@ -73,7 +75,7 @@ def test_packed_equals_separate_embedded(embedded_model, embedded_tokenizer):
     rejected = batch.side == 1
     want = torch.tensor(naive_per_turn(embedded_model, tp.rejected)[1])
     with torch.no_grad():
-        got = target_logps(embedded_model, batch)[rejected]
+        got = target_logps(embedded_model, batch, prefix_attention=prefix_attention)[rejected]
     assert (got - want).abs().max().item() <= 1e-4, (got - want).abs().max().item()
     double = copy.deepcopy(embedded_model)
     double.model.layers = double.model.layers[:4]
@@ -82,7 +84,7 @@ def test_packed_equals_separate_embedded(embedded_model, embedded_tokenizer):
     want64 = torch.tensor(naive_per_turn(double, tp.chosen)[1] + naive_per_turn(double, tp.rejected)[1],
                           dtype=torch.float64)
     with torch.no_grad():
-        got64 = target_logps(double, batch)
+        got64 = target_logps(double, batch, prefix_attention=prefix_attention)
     torch.testing.assert_close(got64, want64, atol=1e-9, rtol=0)
 
 
@@ -101,3 +103,20 @@ def test_gradients_flow_through_both_branches(tiny_llama, embedded_tokenizer):
     (logps[batch.side == 1].sum()).backward()
     assert tiny_llama.model.embed_tokens.weight.grad.abs().sum() > 0
     tiny_llama.zero_grad()
+
+
+def test_cache_and_mask_layouts_give_the_same_gradients(tiny_llama, embedded_tokenizer):
+    """The rejected branch reads the shared prefix through the KV cache: its gradient reaches the
+    prefix positions exactly as through the 4D mask, and as in separate forwards of each side."""
+    tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
+    grads = {}
+    for mode in ("cache", "mask", "separate"):
+        batch = pack_pairs(tokenized, prefix_sharing=mode != "separate", pad_id=0)
+        logps = pair_logps(tiny_llama, batch, prefix_attention="mask" if mode == "separate" else mode)
+        (logps.chosen.sum() - 2 * logps.rejected.sum()).backward()
+        grads[mode] = {n: p.grad.clone() for n, p in tiny_llama.named_parameters() if p.grad is not None}
+        tiny_llama.zero_grad()
+    assert grads["cache"].keys() == grads["mask"].keys() and len(grads["cache"]) > 0
+    for name in grads["cache"]:
+        torch.testing.assert_close(grads["cache"][name], grads["mask"][name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(grads["cache"][name], grads["separate"][name], atol=1e-5, rtol=1e-4)
