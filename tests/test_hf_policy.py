@@ -22,6 +22,19 @@ def test_sample_next_greedy_rows_and_top_p():
     assert seen == {1, 3}
 
 
+def test_sample_next_follows_the_softmax_distribution():
+    """Frequencies over 20000 draws match softmax(logits / T) within 4 standard errors; a token of
+    probability 0 (cut by top-p) is never drawn."""
+    logits = torch.log(torch.tensor([[0.1, 0.0, 0.2, 0.3, 0.4]]).clamp(min=1e-30)).repeat(20000, 1)
+    g = torch.Generator().manual_seed(1)
+    draws = sample_next(logits, torch.ones(20000), torch.ones(20000), g)
+    freq = torch.bincount(draws, minlength=5).double() / 20000
+    want = torch.tensor([0.1, 0.0, 0.2, 0.3, 0.4], dtype=torch.float64)
+    assert ((freq - want).abs() <= 4 * (want * (1 - want) / 20000).sqrt() + 1e-12).all(), freq
+    hot = sample_next(logits[:2000] * 2.0, torch.full((2000,), 2.0), torch.ones(2000), g)   # T cancels the x2
+    assert abs((hot == 4).double().mean().item() - 0.4) < 0.05
+
+
 def test_generate_batch_matches_generate_per_prompt(tiny_llama):
     """Left-padded batch with rows leaving at different steps == greedy ``generate`` one by one."""
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
