@@ -155,13 +155,30 @@ def _model_dtype(model) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def _cache_keyword(model) -> str:
+def _cache_keyword(module) -> str:
     """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base = getattr(base, "module", base)   # DDP / accelerate wrappers
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def _unwrap(model):
+    """The transformers model under DDP / accelerate and peft wrappers (peft's LoRA layers stay in it)."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+_PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+"""Causal LMs whose logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no soft-capping,
+no logit scale), so the head can be applied once to the kept states of several decoder calls."""
+
+
+def _decoder_and_head(model):
+    base = _unwrap(model)
+    if getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(base, "lm_head") \
+            and hasattr(base, "model"):
+        return base.model, base.lm_head
+    return None
 
 
 def _prefix_cache(cache, length: int):
@@ -176,30 +193,47 @@ def _prefix_cache(cache, length: int):
 
 
 def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
-    """The kept logits of a packed batch, row-major, by two causal calls per row (module doc)."""
+    """The kept logits of a packed batch, row-major, by two causal calls per row (module doc).
+
+    For the plain decoder + LM head models (Llama, Mistral, Qwen) the embedding runs once over
+    the whole batch and the LM head once over the kept states of every call, so their backward
+    (each a dense vocabulary-sized gradient) also runs once a step instead of once a call."""
     from transformers import DynamicCache
 
-    keyword = _cache_keyword(model)
+    split = _decoder_and_head(model)
+    if split is not None:
+        decoder, head = split
+        embeds = decoder.get_input_embeddings()(batch.input_ids)
+        keyword = _cache_keyword(decoder)
+    else:
+        keyword = _cache_keyword(_unwrap(model))
+
+    def call(i: int, start: int, stop: int, cache) -> torch.Tensor:
+        keep = batch.keep[i, start:stop]
+        if split is not None:
+            hidden = decoder(inputs_embeds=embeds[i:i + 1, start:stop],
+                             position_ids=batch.position_ids[i:i + 1, start:stop], use_cache=True,
+                             **{keyword: cache}).last_hidden_state
+            return hidden[0, keep]
+        logits = model(input_ids=batch.input_ids[i:i + 1, start:stop],
+                       position_ids=batch.position_ids[i:i + 1, start:stop], use_cache=True,
+                       logits_to_keep=keep[None], **{keyword: cache}).logits
+        return logits.reshape(-1, logits.shape[-1])
+
     pieces = []
     for i in range(batch.input_ids.shape[0]):
         branch, keep = batch.branch[i], batch.keep[i]
         p, c, r = (int((branch == b).sum()) for b in (PREFIX, CHOSEN, REJECTED))
-        ids, positions = batch.input_ids[i], batch.position_ids[i]
         # [prefix | chosen]: positions after its last kept one feed nothing (but the prefix is needed)
         kept_first = keep[:p + c].nonzero()
         end = max(p, int(kept_first[-1]) + 1 if len(kept_first) else 0, 1)
         cache = DynamicCache()
-        first = model(input_ids=ids[None, :end], position_ids=positions[None, :end], use_cache=True,
-                      logits_to_keep=keep[None, :end], **{keyword: cache}).logits
-        pieces.append(first.reshape(-1, first.shape[-1]))
+        pieces.append(call(i, 0, end, cache))
         kept_second = keep[p + c:p + c + r].nonzero()
         if r and len(kept_second):
-            stop = p + c + int(kept_second[-1]) + 1
-            second = model(input_ids=ids[None, p + c:stop], position_ids=positions[None, p + c:stop],
-                           use_cache=True, logits_to_keep=keep[None, p + c:stop],
-                           **{keyword: _prefix_cache(cache, p)}).logits
-            pieces.append(second.reshape(-1, second.shape[-1]))
-    return torch.cat(pieces)
+            pieces.append(call(i, p + c, p + c + int(kept_second[-1]) + 1, _prefix_cache(cache, p)))
+    out = torch.cat(pieces)
+    return head(out) if split is not None else out
 
 
 def target_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") -> torch.Tensor:

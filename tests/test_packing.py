@@ -120,3 +120,17 @@ def test_cache_and_mask_layouts_give_the_same_gradients(tiny_llama, embedded_tok
     for name in grads["cache"]:
         torch.testing.assert_close(grads["cache"][name], grads["mask"][name], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(grads["cache"][name], grads["separate"][name], atol=1e-5, rtol=1e-4)
+
+
+def test_cache_layout_without_the_split_head_path(tiny_llama, embedded_tokenizer, monkeypatch):
+    """Models outside the plain decoder + head list go through the CausalLM forward per call: same values."""
+    import sdpo.model_forward as mf
+
+    tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
+    batch = pack_pairs(tokenized, prefix_sharing=True, pad_id=0)
+    with torch.no_grad():
+        split = target_logps(tiny_llama, batch)
+        monkeypatch.setattr(mf, "_PLAIN_HEAD_TYPES", frozenset())
+        assert mf._decoder_and_head(tiny_llama) is None
+        whole = target_logps(tiny_llama, batch)
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
