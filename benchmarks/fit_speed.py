@@ -1,7 +1,7 @@
 """Training speed of ``sdpo.fit`` against TRL's DPOTrainer, with and without prefix sharing.
 
     python -m benchmarks.fit_speed            # a few minutes on 2 CPU cores
-    python -m benchmarks.fit_speed --steps 6 --warmup 1
+    python -m benchmarks.fit_speed --steps 6 --warmup 1 --rounds 3
 
 Prints, side by side from one run (each contender in its own subprocess, so peak memory is
 per contender), the ratios of TARGETS.md:
@@ -167,7 +167,8 @@ def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5, help="optimizer steps per contender")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per contender and round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds in which the contenders take turns")
     parser.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
     parser.add_argument("--batch", type=int, default=2, help="pairs per step (one micro-batch)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -197,23 +198,32 @@ def main() -> None:
         single_tokens, multi_tokens = trl_token_count(single), trl_token_count(multi)
         params = sum(p.numel() for p in load_model("embedded", device="cpu").parameters())
 
-        results = {}
-        for name, argv in (("trl", ["trl", str(single), str(tmp / "trl")]),
-                           ("ours", ["ours", str(single), str(tmp / "ours")]),
-                           ("multi_shared", ["ours", str(multi), str(tmp / "ms")]),
-                           ("multi_unshared", ["ours_noshare", str(multi), str(tmp / "mu")])):
-            print(f"running {name} ...", flush=True)
-            results[name] = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)])
-            print(f"  {name}: {json.dumps(results[name])}", flush=True)
-        flops_ref = matmul_flops()
+        # Contenders take turns, ``--rounds`` times, so a slow spell of a shared machine hits all of
+        # them alike; each keeps its timed steps (warm-up steps of every round left out) of all rounds.
+        results: dict[str, dict] = {}
+        matmul_rates: list[float] = []
+        for round_ in range(args.rounds):
+            for name, argv in (("trl", ["trl", str(single), str(tmp / f"trl{round_}")]),
+                               ("ours", ["ours", str(single), str(tmp / f"ours{round_}")]),
+                               ("multi_shared", ["ours", str(multi), str(tmp / f"ms{round_}")]),
+                               ("multi_unshared", ["ours_noshare", str(multi), str(tmp / f"mu{round_}")])):
+                print(f"round {round_ + 1}/{args.rounds}: running {name} ...", flush=True)
+                got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)])
+                print(f"  {name}: {json.dumps(got)}", flush=True)
+                mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_rss_mib": 0.0})
+                mine["step_seconds"] += got["step_seconds"][args.warmup:]
+                mine["processed_tokens"] += got.get("processed_tokens", [])[args.warmup:]
+                mine["peak_rss_mib"] = max(mine["peak_rss_mib"], got["peak_rss_mib"])
+            matmul_rates.append(matmul_flops())
+        flops_ref = statistics.median(matmul_rates)
 
     def pairs_per_s(r):   # median step: one slow step of a noisy machine does not decide the ratio
-        return args.batch / statistics.median(r["step_seconds"][args.warmup:])
+        return args.batch / statistics.median(r["step_seconds"])
 
     trl, ours = pairs_per_s(results["trl"]), pairs_per_s(results["ours"])
     shared, unshared = pairs_per_s(results["multi_shared"]), pairs_per_s(results["multi_unshared"])
-    processed = statistics.median(results["ours"]["processed_tokens"][args.warmup:])
-    seconds = statistics.median(results["ours"]["step_seconds"][args.warmup:])
+    processed = statistics.median(results["ours"]["processed_tokens"])
+    seconds = statistics.median(results["ours"]["step_seconds"])
     flop_use = 6 * params * processed / seconds / flops_ref
     rows = [
         ("throughput, single-turn (TRL tokens/s)", f"{trl * single_tokens:9.1f}", f"{ours * single_tokens:9.1f}",
@@ -227,7 +237,8 @@ def main() -> None:
          f"{6 * params * processed / seconds / 1e9:9.1f}", f"{flop_use:5.0%}", ">= 60%"),
     ]
     print(f"\nembedded model ({params / 1e6:.0f}M params, fp32, CPU, {torch.get_num_threads()} threads), batch "
-          f"{args.batch} pairs, {args.steps} steps ({args.warmup} warm-up left out); single-turn pairs "
+          f"{args.batch} pairs, {args.rounds} rounds of {args.steps} steps ({args.warmup} warm-up a round left out), "
+          f"median step; single-turn pairs "
           f"{single_tokens:.0f} TRL tokens, multi-turn {multi_tokens:.0f}")
     print(f"{'measure':45} {'baseline':>9} {'sdpo.fit':>9} {'ratio':>6}  target")
     for row in rows:
