@@ -1,6 +1,6 @@
 """Tokens/s of batched local generation across K concurrent episodes vs sequential generation.
 
-    python -m benchmarks.generation [--max-new-tokens 48] [--turns 4] [--ks 1 2 4 8]
+    python -m benchmarks.generation [--max-new-tokens 48] [--turns 4] [--ks 1 2 4 8] [--fixed-length]
 
 For each K, K self-chat episodes (different tasks) of ``--turns`` turns are played twice with
 the same model and sampling (temperature 0.7, turns end at the end-of-turn token or after
@@ -51,7 +51,8 @@ def _tasks():
             Task(pk="t1", scenario=scenarios[1], profiles=(people[2], people[3]))]
 
 
-def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature: float) -> int:
+def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature: float,
+                    fixed_length: bool = False) -> int:
     """Play each task's self-chat episode alone, one ``model.generate`` per turn; returns tokens generated."""
     import torch
 
@@ -71,7 +72,9 @@ def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature:
             out = model.generate(torch.tensor([ids], device=device),
                                  attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
                                  max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
-                                 top_k=0, eos_token_id=policy.stop_ids, pad_token_id=tok.pad_token_id)
+                                 top_k=0, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=[i for i in policy.stop_ids if i >= 0] or None,
+                                 min_new_tokens=max_new_tokens if fixed_length else 0)
             new = out[0, len(ids):].tolist()
             generated += len(new)
             action_type, argument, _ = parse_action(tok.decode(new, skip_special_tokens=True))
@@ -102,12 +105,17 @@ def main(argv=None) -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--turns", type=int, default=4, help="turns per episode")
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--fixed-length", action="store_true",
+                        help="every reply is exactly --max-new-tokens long on both sides (no end-of-turn stop), "
+                             "so the ratio does not depend on where sampled replies end")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     policy = HFPolicy(args.model, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     no_reuse = HFPolicy(args.model, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                         model=policy.model, tokenizer=policy.tokenizer, prefix_cache_tokens=0)
+    if args.fixed_length:   # no token ends a turn: every row runs the full budget
+        policy.stop_ids = no_reuse.stop_ids = [-1]
     tasks = _tasks()
 
     def rate(fn, *fn_args):
@@ -118,12 +126,14 @@ def main(argv=None) -> None:
     play_batched(policy, tasks[:2], 2)  # warm-up (allocator, kernels)
     policy.prefix_cache.entries.clear()
     print(f"model={policy.name} device={next(policy.model.parameters()).device} turns={args.turns} "
-          f"max_new_tokens={args.max_new_tokens} temperature={args.temperature} threads={torch.get_num_threads()}")
+          f"max_new_tokens={args.max_new_tokens}{' (fixed length)' if args.fixed_length else ''} "
+          f"temperature={args.temperature} threads={torch.get_num_threads()}")
     print(f"{'K':>3} {'sequential tok/s':>17} {'batched tok/s':>14} {'ratio':>6} {'batched, no prefix cache':>25} "
           f"{'ratio':>6}")
     for k in args.ks:
         chosen = [tasks[(7 * i) % len(tasks)] for i in range(k)]
-        seq = rate(play_sequential, policy, chosen, args.turns, args.max_new_tokens, args.temperature)
+        seq = rate(play_sequential, policy, chosen, args.turns, args.max_new_tokens, args.temperature,
+                   args.fixed_length)
         policy.prefix_cache.entries.clear()
         bat = rate(play_batched, policy, chosen, args.turns)
         plain = rate(play_batched, no_reuse, chosen, args.turns)
