@@ -62,7 +62,7 @@ def sample_next(logits, temperatures, top_ps, generator=None):
     return torch.where(temperatures <= 0, greedy, sampled)
 
 
-def _cache_keyword(model) -> str:
+def cache_keyword(model) -> str:
     """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
     import inspect
 
@@ -126,7 +126,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     out: list[list[int]] = [[] for _ in range(rows)]
     caches: list = [None] * rows
     running = torch.arange(rows, device=device)  # which original row each batch row is
-    cache_arg = {_cache_keyword(model): cache}
+    cache_arg = {cache_keyword(model): cache}
 
     def snapshot(batch_rows):
         # Keep the KV of the tokens row r was fed (padding columns dropped) for prefix reuse.

@@ -29,6 +29,8 @@ from typing import Sequence
 
 import torch
 
+from agents.hf_policy import cache_keyword
+
 from .tokenize import NO_TURN, TokenizedPair
 
 PREFIX, CHOSEN, REJECTED, PADDING = 0, 1, 2, 3
@@ -155,13 +157,6 @@ def _model_dtype(model) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
-def _cache_keyword(module) -> str:
-    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
-
-
 def _unwrap(model):
     """The transformers model under DDP / accelerate and peft wrappers (peft's LoRA layers stay in it)."""
     model = getattr(model, "module", model)
@@ -204,9 +199,9 @@ def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
     if split is not None:
         decoder, head = split
         embeds = decoder.get_input_embeddings()(batch.input_ids)
-        keyword = _cache_keyword(decoder)
+        keyword = cache_keyword(decoder)
     else:
-        keyword = _cache_keyword(_unwrap(model))
+        keyword = cache_keyword(_unwrap(model))
 
     def call(i: int, start: int, stop: int, cache) -> torch.Tensor:
         keep = batch.keep[i, start:stop]
