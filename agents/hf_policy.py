@@ -70,6 +70,74 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+_LAYER_CLASS = None
+
+
+def _in_place_layer():
+    """A transformers ``DynamicLayer`` that writes new keys and values into a buffer allocated
+    once for the whole generation, so a decode step appends in place: the stock layer's
+    ``torch.cat`` copies the whole cache every step (half of a batch-8 decode step on CPU)."""
+    global _LAYER_CLASS
+    if _LAYER_CLASS is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class InPlaceLayer(DynamicLayer):
+            def __init__(self, capacity: int, **kwargs):
+                super().__init__(**kwargs)
+                self.capacity, self.length = capacity, 0
+                self.key_buffer = self.value_buffer = None
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                end = self.length + key_states.shape[-2]
+                if self.key_buffer is None or end > self.key_buffer.shape[-2]:  # (re)allocate, keep what is there
+                    size = max(end, self.capacity)
+                    shape = (*key_states.shape[:-2], size, key_states.shape[-1])
+                    keys = key_states.new_empty(shape)
+                    values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
+                    if self.length:
+                        keys[..., :self.length, :] = self.keys
+                        values[..., :self.length, :] = self.values
+                    self.key_buffer, self.value_buffer = keys, values
+                self.key_buffer[..., self.length:end, :] = key_states
+                self.value_buffer[..., self.length:end, :] = value_states
+                self.length = end
+                self.keys = self.key_buffer[..., :end, :]
+                self.values = self.value_buffer[..., :end, :]
+                return self.keys, self.values
+
+            def batch_select_indices(self, indices) -> None:
+                if self.length:
+                    self.key_buffer = self.key_buffer[indices]
+                    self.value_buffer = self.value_buffer[indices]
+                    self.keys = self.key_buffer[..., :self.length, :]
+                    self.values = self.value_buffer[..., :self.length, :]
+
+            def crop(self, tokens_to_remove: int) -> None:
+                super().crop(tokens_to_remove)
+                self.length = self.get_seq_length()
+
+            def reset(self) -> None:
+                super().reset()
+                self.length, self.key_buffer, self.value_buffer = 0, None, None
+
+        _LAYER_CLASS = InPlaceLayer
+    return _LAYER_CLASS
+
+
+def in_place_cache(capacity: int):
+    """A ``DynamicCache`` whose layers hold ``capacity`` tokens without copying (grown if exceeded)."""
+    import functools
+
+    from transformers import DynamicCache
+    from transformers.cache_utils import Cache
+
+    cache = DynamicCache()
+    Cache.__init__(cache, layer_class_to_replicate=functools.partial(_in_place_layer(), capacity))
+    return cache
+
+
 def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
                    pad_id: int, temperatures: Sequence[float], top_ps: Sequence[float], generator=None,
                    prefixes: Sequence | None = None, return_caches: bool = False):
@@ -86,7 +154,6 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     for row i (its prompt and its reply but the last token), to serve as a later prefix.
     """
     import torch
-    from transformers import DynamicCache
 
     device = next(model.parameters()).device
     rows = len(prompts)
@@ -97,8 +164,10 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     for i, (p, n) in enumerate(zip(prompts, reused)):
         if not 0 <= n < len(p):
             raise ValueError(f"row {i}: a reused prefix of {n} tokens must be shorter than its prompt ({len(p)})")
-    cache = DynamicCache()
     head = max(reused)  # cached columns, each row's cache right-aligned in them
+    suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
+    width = max(len(x) for x in suffixes)
+    cache = in_place_cache(head + width + max_new_tokens)
     if head:
         first = next(pre for pre in prefixes if pre is not None)[0]
         for layer, (k0, v0) in enumerate(first):
@@ -109,8 +178,6 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
                     keys[i, :, head - reused[i]:] = pre[0][layer][0][:, :reused[i]]
                     values[i, :, head - reused[i]:] = pre[0][layer][1][:, :reused[i]]
             cache.update(keys.to(device), values.to(device), layer)
-    suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
-    width = max(len(x) for x in suffixes)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
     attention = torch.zeros((rows, head + width), dtype=torch.long)
     positions = torch.zeros((rows, width), dtype=torch.long)

@@ -2,7 +2,7 @@
 import torch
 
 from agents.formatter import ConversationTokenizer, agent_messages
-from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, sample_next
+from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, in_place_cache, sample_next
 from agents.policy import TurnRequest, build_policy
 from tests.test_formatter import make_task, make_turns
 
@@ -123,3 +123,29 @@ def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tok
     assert cached.stats["reused_tokens"] >= lengths[0] + lengths[1]
     assert cached.stats["prompt_tokens"] == sum(lengths)
     assert plain.stats["reused_tokens"] == 0
+
+
+def test_in_place_cache_equals_the_stock_cache(tiny_llama):
+    """Logits through the preallocated cache equal the stock DynamicCache's at every step: after a
+    prefill, through growth past its capacity, and after rows leave the batch."""
+    from transformers import DynamicCache
+
+    from agents.hf_policy import cache_keyword
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 100, (3, 6))
+    kw = cache_keyword(tiny_llama)
+    stock, ours = DynamicCache(), in_place_cache(8)   # 6 prefilled + 2 steps fit; the 3rd step grows it
+    with torch.inference_mode():
+        for step in range(5):
+            a = tiny_llama(input_ids=ids, use_cache=True, **{kw: stock}).logits
+            b = tiny_llama(input_ids=ids, use_cache=True, **{kw: ours}).logits
+            assert torch.allclose(a, b, atol=1e-6), step
+            assert ours.get_seq_length() == stock.get_seq_length() == 6 + step
+            ids = a[:, -1:].argmax(-1)
+            if step == 2:
+                keep = torch.tensor([0, 2])
+                stock.batch_select_indices(keep)
+                ours.batch_select_indices(keep)
+                ids = ids[keep]
+    assert ours.layers[0].key_buffer.shape[-2] >= 10 and ours.layers[0].keys.shape[0] == 2
