@@ -2,6 +2,7 @@
 
     python -m benchmarks.fit_speed            # a few minutes on 2 CPU cores
     python -m benchmarks.fit_speed --steps 6 --warmup 1 --rounds 3
+    python -m benchmarks.fit_speed --device cuda    # every contender on the GPU (fp32), GPU memory
 
 Prints, side by side from one run (each contender in its own subprocess, so peak memory is
 per contender), the ratios of TARGETS.md:
@@ -105,7 +106,7 @@ def worker_ours(pairs: str, out: str, steps: int, batch: int, prefix_sharing: bo
     return {"step_seconds": seconds, "processed_tokens": [h["tokens"] for h in result.history]}
 
 
-def worker_trl(pairs: str, out: str, steps: int, batch: int) -> dict:
+def worker_trl(pairs: str, out: str, steps: int, batch: int, device: str = "cpu") -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -124,7 +125,7 @@ def worker_trl(pairs: str, out: str, steps: int, batch: int) -> dict:
                  for side in ("chosen", "rejected")}
         # TRL appends the EOS (<|im_end|>) itself; our targets also hold the newline after it
         rows.append({"prompt": prompt, "chosen": reply["chosen"], "rejected": reply["rejected"]})
-    model = load_model("embedded", device="cpu", dtype=torch.float32)   # the plain rebuild, not GGUF-flagged
+    model = load_model("embedded", device=device, dtype=torch.float32)   # the plain rebuild, not GGUF-flagged
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -136,7 +137,7 @@ def worker_trl(pairs: str, out: str, steps: int, batch: int) -> dict:
 
     args = DPOConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                      max_steps=steps, learning_rate=1e-6, beta=0.1, precompute_ref_log_probs=True,
-                     precompute_ref_batch_size=batch, bf16=False, gradient_checkpointing=False, use_cpu=True,
+                     precompute_ref_batch_size=batch, bf16=False, gradient_checkpointing=False, use_cpu=device == "cpu",
                      report_to=[], save_strategy="no", logging_steps=1000, max_length=None,
                      dataloader_num_workers=0, seed=11, disable_tqdm=True)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
@@ -145,23 +146,30 @@ def worker_trl(pairs: str, out: str, steps: int, batch: int) -> dict:
     return {"step_seconds": times}
 
 
-def run_worker(argv: list[str]) -> dict:
-    """Run one contender in a subprocess; returns its JSON result plus its peak RSS in MiB."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.fit_speed", "--worker", *argv], capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1])
+def run_worker(argv: list[str], device: str = "cpu") -> dict:
+    """Run one contender in a subprocess; returns its JSON result plus its peak memory in MiB
+    (RSS on CPU, allocated GPU memory on CUDA). On ``cpu`` no GPU is visible to it."""
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fit_speed", "--worker", *argv, "--device", device],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {argv[0]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_flops(size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
+    if device == "cuda":
+        repeats *= 20
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         torch.mm(a, b)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
@@ -171,16 +179,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds in which the contenders take turns")
     parser.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
     parser.add_argument("--batch", type=int, default=2, help="pairs per step (one micro-batch)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: TARGETS.md's setting (fp32 on CPU); cuda: every contender on the GPU, fp32")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         kind, pairs, out = args.worker[:3]
         if kind == "trl":
-            result = worker_trl(pairs, out, args.steps, args.batch)
+            result = worker_trl(pairs, out, args.steps, args.batch, args.device)
         else:
             result = worker_ours(pairs, out, args.steps, args.batch, prefix_sharing=kind == "ours")
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if args.device == "cuda":
+            import torch
+
+            result["peak_rss_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        else:
+            result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
 
@@ -208,13 +223,13 @@ def main() -> None:
                                ("multi_shared", ["ours", str(multi), str(tmp / f"ms{round_}")]),
                                ("multi_unshared", ["ours_noshare", str(multi), str(tmp / f"mu{round_}")])):
                 print(f"round {round_ + 1}/{args.rounds}: running {name} ...", flush=True)
-                got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)])
+                got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)], args.device)
                 print(f"  {name}: {json.dumps(got)}", flush=True)
                 mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_rss_mib": 0.0})
                 mine["step_seconds"] += got["step_seconds"][args.warmup:]
                 mine["processed_tokens"] += got.get("processed_tokens", [])[args.warmup:]
                 mine["peak_rss_mib"] = max(mine["peak_rss_mib"], got["peak_rss_mib"])
-            matmul_rates.append(matmul_flops())
+            matmul_rates.append(matmul_flops(device=args.device))
         flops_ref = statistics.median(matmul_rates)
 
     def pairs_per_s(r):   # median step: one slow step of a noisy machine does not decide the ratio
@@ -228,7 +243,7 @@ def main() -> None:
     rows = [
         ("throughput, single-turn (TRL tokens/s)", f"{trl * single_tokens:9.1f}", f"{ours * single_tokens:9.1f}",
          f"{ours / trl:5.2f}x", ">= 2x"),
-        ("peak RSS MiB, single-turn", f"{results['trl']['peak_rss_mib']:9.0f}",
+        ("peak RSS MiB, single-turn" if args.device == "cpu" else "peak GPU memory MiB, single-turn", f"{results['trl']['peak_rss_mib']:9.0f}",
          f"{results['ours']['peak_rss_mib']:9.0f}",
          f"{results['ours']['peak_rss_mib'] / results['trl']['peak_rss_mib']:5.2f}x", "<= 1x"),
         ("prefix sharing, multi-turn (pair tokens/s)", f"{unshared * multi_tokens:9.1f}",
@@ -236,7 +251,8 @@ def main() -> None:
         ("FLOP use vs 2048^2 fp32 matmul (GFLOP/s)", f"{flops_ref / 1e9:9.1f}",
          f"{6 * params * processed / seconds / 1e9:9.1f}", f"{flop_use:5.0%}", ">= 60%"),
     ]
-    print(f"\nembedded model ({params / 1e6:.0f}M params, fp32, CPU, {torch.get_num_threads()} threads), batch "
+    where = f"CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else torch.cuda.get_device_name(0)
+    print(f"\nembedded model ({params / 1e6:.0f}M params, fp32, {where}), batch "
           f"{args.batch} pairs, {args.rounds} rounds of {args.steps} steps ({args.warmup} warm-up a round left out), "
           f"median step; single-turn pairs "
           f"{single_tokens:.0f} TRL tokens, multi-turn {multi_tokens:.0f}")

@@ -103,8 +103,8 @@ class FitConfig:
     """Forward the shared history once per pair (packed branches)."""
     prefix_attention: str = "auto"
     """How a branch sees the shared history: ``cache`` (two causal calls, the rejected branch reads
-    the history's KV cache; fastest), ``mask`` (one call with a 4D branch mask), ``auto`` (cache,
-    except under gradient checkpointing or several processes, where it is mask)."""
+    the history's KV cache; fastest on CPU), ``mask`` (one call per micro-batch with a 4D branch
+    mask), ``auto`` (cache on CPU; mask on a GPU, under gradient checkpointing or several processes)."""
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -346,10 +346,12 @@ def fit(cfg: FitConfig) -> FitResult:
                                 final=at_step == total_steps)
 
     # --- the loop: one iteration per optimizer step -------------------------------------------
-    # a second forward before the backward is not allowed under DDP / FSDP / ZeRO or checkpointing
+    # a second forward before the backward is not allowed under DDP / FSDP / ZeRO or checkpointing;
+    # on a GPU one batched call (mask) beats two calls per pair (cache): kernel launches dominate there
     prefix_attention = cfg.prefix_attention
     if prefix_attention == "auto":
-        prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 else "cache"
+        prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 or accelerator.device.type != "cpu" \
+            else "cache"
     loss_fn = SFT_LOSSES[cfg.loss.value] if is_sft else LOSSES[cfg.loss.value]
     loss_kwargs = {} if is_sft else ({"beta": cfg.beta, "gamma": cfg.gamma} if cfg.loss == LossName.dmpo
                                      else {"beta": cfg.beta})

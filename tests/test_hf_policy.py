@@ -149,3 +149,15 @@ def test_in_place_cache_equals_the_stock_cache(tiny_llama):
                 ours.batch_select_indices(keep)
                 ids = ids[keep]
     assert ours.layers[0].key_buffer.shape[-2] >= 10 and ours.layers[0].keys.shape[0] == 2
+
+
+def test_attention_kernels_leave_out_cudnn_on_cuda_only():
+    from agents.hf_policy import attention_kernels
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with attention_kernels(torch.device("cuda", 0)):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
