@@ -389,13 +389,16 @@ def fit(cfg: FitConfig) -> FitResult:
                         logps.chosen, logps.rejected, ref_chosen, ref_rejected, logps.chosen_mask,
                         logps.rejected_mask, **loss_kwargs)
                 loss = losses.sum() / len(mine)   # mean over the step's pairs on this process
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at step {step + 1} (epoch {epoch}), pairs "
-                        f"{[tp.pair_id for tp in batch_pairs]}; lower lr (now {scheduler.get_last_lr()[0]:.3g}), "
-                        f"check the data, or turn bf16 off")
                 accelerator.backward(loss)
-            sums["loss"] += loss.item()
+            # read the loss once, after the backward is queued (a check before it would stall a GPU);
+            # a non-finite loss stops the run before the optimizer step uses its gradients
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"loss is {loss_value} at step {step + 1} (epoch {epoch}), pairs "
+                    f"{[tp.pair_id for tp in batch_pairs]}; lower lr (now {scheduler.get_last_lr()[0]:.3g}), "
+                    f"check the data, or turn bf16 off")
+            sums["loss"] += loss_value
             if not is_sft:
                 for k, v in preference_metrics(chosen_rewards, rejected_rewards, logps.chosen, logps.rejected,
                                                logps.chosen_mask, logps.rejected_mask).items():
