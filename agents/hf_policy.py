@@ -10,6 +10,7 @@ temperature and top-p (SDPO's positives use 1.0 for the target seat, 0.7 for the
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -70,66 +71,60 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-_LAYER_CLASS = None
-
-
+@functools.cache
 def _in_place_layer():
     """A transformers ``DynamicLayer`` that writes new keys and values into a buffer allocated
     once for the whole generation, so a decode step appends in place: the stock layer's
-    ``torch.cat`` copies the whole cache every step (half of a batch-8 decode step on CPU)."""
-    global _LAYER_CLASS
-    if _LAYER_CLASS is None:
-        from transformers.cache_utils import DynamicLayer
+    ``torch.cat`` copies the whole cache every step (half of a batch-8 decode step on CPU).
+    Defined on first use, so importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
 
-        class InPlaceLayer(DynamicLayer):
-            def __init__(self, capacity: int, **kwargs):
-                super().__init__(**kwargs)
-                self.capacity, self.length = capacity, 0
-                self.key_buffer = self.value_buffer = None
+    class InPlaceLayer(DynamicLayer):
+        def __init__(self, capacity: int, **kwargs):
+            super().__init__(**kwargs)
+            self.capacity, self.length = capacity, 0
+            self.key_buffer = self.value_buffer = None
 
-            def update(self, key_states, value_states, *args, **kwargs):
-                if not self.is_initialized:
-                    self.lazy_initialization(key_states, value_states)
-                end = self.length + key_states.shape[-2]
-                if self.key_buffer is None or end > self.key_buffer.shape[-2]:  # (re)allocate, keep what is there
-                    size = max(end, self.capacity)
-                    shape = (*key_states.shape[:-2], size, key_states.shape[-1])
-                    keys = key_states.new_empty(shape)
-                    values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
-                    if self.length:
-                        keys[..., :self.length, :] = self.keys
-                        values[..., :self.length, :] = self.values
-                    self.key_buffer, self.value_buffer = keys, values
-                self.key_buffer[..., self.length:end, :] = key_states
-                self.value_buffer[..., self.length:end, :] = value_states
-                self.length = end
-                self.keys = self.key_buffer[..., :end, :]
-                self.values = self.value_buffer[..., :end, :]
-                return self.keys, self.values
-
-            def batch_select_indices(self, indices) -> None:
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if self.key_buffer is None or end > self.key_buffer.shape[-2]:  # (re)allocate, keep what is there
+                size = max(end, self.capacity)
+                shape = (*key_states.shape[:-2], size, key_states.shape[-1])
+                keys = key_states.new_empty(shape)
+                values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
                 if self.length:
-                    self.key_buffer = self.key_buffer[indices]
-                    self.value_buffer = self.value_buffer[indices]
-                    self.keys = self.key_buffer[..., :self.length, :]
-                    self.values = self.value_buffer[..., :self.length, :]
+                    keys[..., :self.length, :] = self.keys
+                    values[..., :self.length, :] = self.values
+                self.key_buffer, self.value_buffer = keys, values
+            self.key_buffer[..., self.length:end, :] = key_states
+            self.value_buffer[..., self.length:end, :] = value_states
+            self.length = end
+            self.keys = self.key_buffer[..., :end, :]
+            self.values = self.value_buffer[..., :end, :]
+            return self.keys, self.values
 
-            def crop(self, tokens_to_remove: int) -> None:
-                super().crop(tokens_to_remove)
-                self.length = self.get_seq_length()
+        def batch_select_indices(self, indices) -> None:
+            if self.length:
+                self.key_buffer = self.key_buffer[indices]
+                self.value_buffer = self.value_buffer[indices]
+                self.keys = self.key_buffer[..., :self.length, :]
+                self.values = self.value_buffer[..., :self.length, :]
 
-            def reset(self) -> None:
-                super().reset()
-                self.length, self.key_buffer, self.value_buffer = 0, None, None
+        def crop(self, tokens_to_remove: int) -> None:
+            super().crop(tokens_to_remove)
+            self.length = self.get_seq_length()
 
-        _LAYER_CLASS = InPlaceLayer
-    return _LAYER_CLASS
+        def reset(self) -> None:
+            super().reset()
+            self.length, self.key_buffer, self.value_buffer = 0, None, None
+
+    return InPlaceLayer
 
 
 def in_place_cache(capacity: int):
     """A ``DynamicCache`` whose layers hold ``capacity`` tokens without copying (grown if exceeded)."""
-    import functools
-
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
