@@ -9,11 +9,12 @@ padded rows of one batch (TRL's ``[chosen; rejected]`` concatenation).
 
 Two ways to run a packed row (``prefix_attention``):
 
-* ``"cache"`` (``sdpo.fit``'s choice on CPU): two causal calls per pair, no 4D mask. The first runs
-  ``[prefix | chosen]`` (plain causal attention, the fast kernel); its keys and values of the
-  prefix then serve as the KV cache of the second, which runs the rejected branch at positions
-  that continue the prefix. Gradients flow through the cache into the shared prefix. Attention
-  costs only what each branch needs, and the causal kernel skips the masked half.
+* ``"cache"`` (``sdpo.fit``'s choice on CPU): two calls, no 4D mask over the whole row. The first
+  runs every pair's ``[prefix | chosen]`` (plain causal attention, the fast kernel); its keys and
+  values of the prefix then serve as the KV cache of the second, which runs the rejected branches
+  at positions that continue the prefix. Gradients flow through the cache into the shared prefix.
+  Attention costs only what each branch needs, and the causal kernel skips the masked half. Pairs
+  of very different lengths get two calls each instead (less padding).
 * ``"mask"``: one call on the whole batch with the 4D branch mask below (works under gradient
   checkpointing and DDP, where a second forward before the backward is not allowed; on a GPU,
   where a small model's step is bound by kernel launches, one call beats 2 per pair: on an H100
@@ -178,19 +179,56 @@ def _decoder_and_head(model):
     return None
 
 
-def _prefix_cache(cache, length: int):
-    """A new DynamicCache holding the first ``length`` positions of ``cache`` (views: gradients
-    flow back into the call that made them)."""
+def _prefix_cache(cache, length: int, rows=None):
+    """A new DynamicCache holding the first ``length`` positions of ``cache`` (of batch rows ``rows``,
+    all when None). Views or gathers: gradients flow back into the call that made them."""
     from transformers import DynamicCache
 
     prefix = DynamicCache()
     for layer_idx, layer in enumerate(cache.layers):
-        prefix.update(layer.keys[:, :, :length], layer.values[:, :, :length], layer_idx)
+        keys, values = layer.keys[:, :, :length], layer.values[:, :, :length]
+        if rows is not None:
+            keys, values = keys[rows], values[rows]
+        prefix.update(keys, values, layer_idx)
     return prefix
 
 
+def _padded_rows(source: torch.Tensor, spans: Sequence[tuple[int, int, int]], width: int) -> torch.Tensor:
+    """Stack ``source[row, start:stop]`` for each ``(row, start, stop)``, right-padded with zeros to ``width``."""
+    out = source.new_zeros((len(spans), width) + tuple(source.shape[2:]))
+    for j, (row, start, stop) in enumerate(spans):
+        out[j, :stop - start] = source[row, start:stop]
+    return out
+
+
+_MAX_PADDING = 0.1
+"""Largest share of padding for which rows of different lengths share the two calls of a step."""
+
+
+def _second_call_mask(prefix_lens: Sequence[int], head_len: int, width: int, dtype, device) -> torch.Tensor | None:
+    """(rows, 1, width, head_len + width) additive mask of the rejected-branch call: query q of row b
+    sees its prefix (key < prefix_lens[b]) and its own branch causally (head_len <= key <= head_len + q).
+    None when every row's prefix fills ``head_len`` (plain causal attention then)."""
+    if all(p == head_len for p in prefix_lens):
+        return None
+    key = torch.arange(head_len + width, device=device)
+    query = torch.arange(width, device=device)
+    lens = torch.tensor(list(prefix_lens), device=device)
+    allowed = (key[None, None, :] < lens[:, None, None]) | \
+        ((key[None, None, :] >= head_len) & (key[None, None, :] - head_len <= query[None, :, None]))
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device))[:, None]
+
+
 def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
-    """The kept logits of a packed batch, row-major, by two causal calls per row (module doc).
+    """The kept logits of a packed batch, row-major, by two calls (module doc).
+
+    Call one runs every row's ``[prefix | chosen]`` together (right-padded: causal attention needs no
+    mask, and no kept position reads a padding token); call two runs every row's rejected branch on
+    the prefix part of call one's KV cache, with a mask that hides each row's chosen tokens and
+    padding. So every weight is used in two calls a step, not two per pair (each extra use costs
+    a weight-sized gradient sum in the backward). When rows differ much in length (padding would
+    exceed ``_MAX_PADDING`` of the work), each row gets its own pair of calls instead.
 
     For the plain decoder + LM head models (Llama, Mistral, Qwen) the embedding runs once over
     the whole batch and the LM head once over the kept states of every call, so their backward
@@ -205,31 +243,60 @@ def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
     else:
         keyword = cache_keyword(_unwrap(model))
 
-    def call(i: int, start: int, stop: int, cache) -> torch.Tensor:
-        keep = batch.keep[i, start:stop]
+    def call(spans, cache, mask=None) -> list[torch.Tensor]:
+        """Run ``spans`` (row, start, stop) of the packed rows as one right-padded batch (its KV lands
+        in ``cache``); returns the kept outputs (hidden states or logits), one tensor per span."""
+        width = max(stop - start for _, start, stop in spans)
+        keep = _padded_rows(batch.keep, spans, width)
+        positions = _padded_rows(batch.position_ids, spans, width)
         if split is not None:
-            hidden = decoder(inputs_embeds=embeds[i:i + 1, start:stop],
-                             position_ids=batch.position_ids[i:i + 1, start:stop], use_cache=True,
-                             **{keyword: cache}).last_hidden_state
-            return hidden[0, keep]
-        logits = model(input_ids=batch.input_ids[i:i + 1, start:stop],
-                       position_ids=batch.position_ids[i:i + 1, start:stop], use_cache=True,
-                       logits_to_keep=keep[None], **{keyword: cache}).logits
-        return logits.reshape(-1, logits.shape[-1])
+            hidden = decoder(inputs_embeds=_padded_rows(embeds, spans, width), position_ids=positions,
+                             attention_mask=mask, use_cache=True, **{keyword: cache}).last_hidden_state
+            return [hidden[j, keep[j]] for j in range(len(spans))]
+        logits = model(input_ids=_padded_rows(batch.input_ids, spans, width), position_ids=positions,
+                       attention_mask=mask, use_cache=True, logits_to_keep=keep, **{keyword: cache}).logits
+        counts = keep.sum(-1).tolist()
+        return list(logits.reshape(-1, logits.shape[-1]).split(counts))
 
-    pieces = []
+    first, second = [], []       # (row, start, stop) of each call
+    prefix_lens = []
     for i in range(batch.input_ids.shape[0]):
         branch, keep = batch.branch[i], batch.keep[i]
         p, c, r = (int((branch == b).sum()) for b in (PREFIX, CHOSEN, REJECTED))
         # [prefix | chosen]: positions after its last kept one feed nothing (but the prefix is needed)
         kept_first = keep[:p + c].nonzero()
-        end = max(p, int(kept_first[-1]) + 1 if len(kept_first) else 0, 1)
-        cache = DynamicCache()
-        pieces.append(call(i, 0, end, cache))
+        first.append((i, 0, max(p, int(kept_first[-1]) + 1 if len(kept_first) else 0, 1)))
         kept_second = keep[p + c:p + c + r].nonzero()
-        if r and len(kept_second):
-            pieces.append(call(i, p + c, p + c + int(kept_second[-1]) + 1, _prefix_cache(cache, p)))
-    out = torch.cat(pieces)
+        second.append((i, p + c, p + c + int(kept_second[-1]) + 1) if r and len(kept_second) else None)
+        prefix_lens.append(p)
+
+    def padding(spans) -> float:
+        real = sum(stop - start for _, start, stop in spans)
+        return 1 - real / (len(spans) * max(stop - start for _, start, stop in spans))
+
+    groups = [list(range(len(first)))]
+    if len(first) > 1 and (padding(first) > _MAX_PADDING
+                           or padding([s for s in second if s is not None] or first) > _MAX_PADDING):
+        groups = [[i] for i in range(len(first))]
+    pieces: dict[int, list] = {}
+    for rows in groups:
+        cache = DynamicCache()
+        outs = call([first[i] for i in rows], cache)
+        for i, out in zip(rows, outs):
+            pieces[i] = [out]
+        with_second = [j for j, i in enumerate(rows) if second[i] is not None]
+        if with_second:
+            spans = [second[rows[j]] for j in with_second]
+            width = max(stop - start for _, start, stop in spans)
+            head_len = max(prefix_lens[rows[j]] for j in with_second)
+            mask = _second_call_mask([prefix_lens[rows[j]] for j in with_second], head_len, width,
+                                     embeds.dtype if split is not None else _model_dtype(model),
+                                     batch.input_ids.device)
+            outs = call(spans, _prefix_cache(cache, head_len, None if len(with_second) == len(rows)
+                                                            else torch.tensor(with_second)), mask)
+            for j, out in zip(with_second, outs):
+                pieces[rows[j]].append(out)
+    out = torch.cat([piece for i in range(len(first)) for piece in pieces[i]])
     return head(out) if split is not None else out
 
 

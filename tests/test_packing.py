@@ -47,8 +47,18 @@ def _check_equal(model, tokenized, prefix_sharing, prefix_attention="cache"):
     return batch
 
 
+@pytest.fixture(params=["per-row", "batched"])
+def cache_calls(request, monkeypatch):
+    """The cache layout both ways: each pair its own two calls, or all pairs in two padded calls
+    (the choice ``_MAX_PADDING`` makes from how much padding batching would add)."""
+    import sdpo.model_forward as mf
+
+    monkeypatch.setattr(mf, "_MAX_PADDING", -1.0 if request.param == "per-row" else 1.0)
+    return request.param
+
+
 @pytest.mark.parametrize("prefix_attention", ["cache", "mask"])
-def test_packed_equals_separate_tiny(tiny_llama, embedded_tokenizer, prefix_attention):
+def test_packed_equals_separate_tiny(tiny_llama, embedded_tokenizer, prefix_attention, cache_calls):
     tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
     shared = _check_equal(tiny_llama, tokenized, True, prefix_attention)
     plain = _check_equal(tiny_llama, tokenized, False)
@@ -105,7 +115,38 @@ def test_gradients_flow_through_both_branches(tiny_llama, embedded_tokenizer):
     tiny_llama.zero_grad()
 
 
-def test_cache_and_mask_layouts_give_the_same_gradients(tiny_llama, embedded_tokenizer):
+def test_cache_layout_batches_pairs_with_and_without_a_rejected_side(tiny_llama, embedded_tokenizer, cache_calls):
+    """A pair without a rejected side (one row, no second call) among packed pairs: the second
+    call runs only the rows that have one, on their part of the first call's cache."""
+    import dataclasses
+
+    tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
+    one_sided = dataclasses.replace(tokenized[1], rejected=None, prefix_len=0)
+    mixed = [tokenized[0], one_sided, tokenized[2]]
+    batch = pack_pairs(mixed, prefix_sharing=True, pad_id=0)
+    with torch.no_grad():
+        out = pair_logps(tiny_llama, batch)
+    for b, tp in enumerate(mixed):
+        want, _ = naive_per_turn(tiny_llama, tp.chosen)
+        torch.testing.assert_close(out.chosen[b, :tp.chosen.n_turns].double(), want, atol=1e-5, rtol=1e-5)
+        if tp.rejected is not None:
+            want, _ = naive_per_turn(tiny_llama, tp.rejected)
+            torch.testing.assert_close(out.rejected[b, :tp.rejected.n_turns].double(), want, atol=1e-5, rtol=1e-5)
+    assert not out.rejected_mask[1].any()
+
+
+def test_second_call_mask_hides_the_other_rows_chosen_tokens():
+    from sdpo.model_forward import _second_call_mask
+
+    mask = _second_call_mask([3, 1], head_len=3, width=2, dtype=torch.float32, device="cpu")
+    allowed = (mask[:, 0] == 0)
+    assert mask.shape == (2, 1, 2, 5)
+    assert allowed[0].tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+    assert allowed[1].tolist() == [[True, False, False, True, False], [True, False, False, True, True]]
+    assert _second_call_mask([2, 2], head_len=2, width=3, dtype=torch.float32, device="cpu") is None
+
+
+def test_cache_and_mask_layouts_give_the_same_gradients(tiny_llama, embedded_tokenizer, cache_calls):
     """The rejected branch reads the shared prefix through the KV cache: its gradient reaches the
     prefix positions exactly as through the 4D mask, and as in separate forwards of each side."""
     tokenized = _pairs(ConversationTokenizer(embedded_tokenizer))
@@ -122,7 +163,7 @@ def test_cache_and_mask_layouts_give_the_same_gradients(tiny_llama, embedded_tok
         torch.testing.assert_close(grads["cache"][name], grads["separate"][name], atol=1e-5, rtol=1e-4)
 
 
-def test_cache_layout_without_the_split_head_path(tiny_llama, embedded_tokenizer, monkeypatch):
+def test_cache_layout_without_the_split_head_path(tiny_llama, embedded_tokenizer, monkeypatch, cache_calls):
     """Models outside the plain decoder + head list go through the CausalLM forward per call: same values."""
     import sdpo.model_forward as mf
 
