@@ -147,23 +147,48 @@ def attention_kernels(device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+_MAX_PREFILL_PADDING = 0.1
+"""On CPU, prompts are prefilled one by one when left-padding them to one width would add more than
+this share of padding: a CPU prefill is bound by arithmetic, so padding costs its full share, while
+a single prompt of a few dozen tokens already keeps the matrix units busy."""
+
+
+def _prefill_alone(model, prompt: Sequence[int], prefix, device):
+    """``(kv, len(prompt) - 1)``: the KV of all but the last prompt token, computed for this row
+    alone (no padding), continuing its reused ``prefix`` (``(kv, n)`` or None)."""
+    import torch
+
+    n = 0 if prefix is None else int(prefix[1])
+    cache = in_place_cache(len(prompt))
+    for layer, (keys, values) in enumerate(prefix[0] if n else []):
+        cache.update(keys[None, :, :n].to(device), values[None, :, :n].to(device), layer)
+    model(input_ids=torch.tensor([list(prompt[n:-1])], device=device),
+          position_ids=torch.arange(n, len(prompt) - 1, device=device)[None], use_cache=True, logits_to_keep=1,
+          **{cache_keyword(model): cache})
+    return [(layer.keys[0], layer.values[0]) for layer in cache.layers], len(prompt) - 1
+
+
 def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
                    pad_id: int, temperatures: Sequence[float], top_ps: Sequence[float], generator=None,
-                   prefixes: Sequence | None = None, return_caches: bool = False):
+                   prefixes: Sequence | None = None, return_caches: bool = False, prefill: str = "auto"):
     """Generate a continuation of every prompt (token ids) in one batch; returns the new token ids
     of each row, end-of-turn token included when one was produced.
 
-    Prompts are left-padded and prefilled together; then each decode step runs only the rows
-    that have not finished, so episodes whose turns end early stop costing compute.
+    Prompts are prefilled (see ``prefill``), then decoded together: each decode step runs only the
+    rows that have not finished, so episodes whose turns end early stop costing compute.
 
     ``prefixes[i]`` (optional) is ``(kv, n)``: the KV cache of ``prompts[i][:n]`` from an earlier
     call (``kv``: per layer ``(keys, values)``, each ``(kv_heads, >= n, head_dim)``), so only the
-    rest of the prompt is prefilled; ``n < len(prompts[i])``. With ``return_caches`` the result
-    is ``(new_tokens, caches)`` where ``caches[i] = (ids, kv)`` holds the KV of every token fed
+    rest of the prompt is prefilled; ``n < len(prompts[i])``. ``prefill``: ``batch`` (the prompts
+    left-padded to one width, one call), ``rows`` (each prompt alone, then the batch decodes) or
+    ``auto`` (rows on CPU when padding would exceed ``_MAX_PREFILL_PADDING`` of the prefill, else
+    batch). With ``return_caches`` the result is ``(new_tokens, caches)`` where ``caches[i] = (ids, kv)`` holds the KV of every token fed
     for row i (its prompt and its reply but the last token), to serve as a later prefix.
     """
     import torch
 
+    if prefill not in ("auto", "batch", "rows"):
+        raise ValueError(f"prefill={prefill!r}; allowed: auto, batch, rows")
     device = next(model.parameters()).device
     rows = len(prompts)
     if rows == 0:
@@ -173,6 +198,16 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     for i, (p, n) in enumerate(zip(prompts, reused)):
         if not 0 <= n < len(p):
             raise ValueError(f"row {i}: a reused prefix of {n} tokens must be shorter than its prompt ({len(p)})")
+    lengths = [len(p) - n for p, n in zip(prompts, reused)]
+    if prefill == "auto":
+        padding = 1 - sum(lengths) / (rows * max(lengths))
+        prefill = "rows" if device.type == "cpu" and padding > _MAX_PREFILL_PADDING else "batch"
+    if prefill == "rows" and rows > 1:
+        with torch.inference_mode():
+            for i, (p, length) in enumerate(zip(prompts, lengths)):
+                if length > 1:
+                    prefixes[i] = _prefill_alone(model, p, prefixes[i], device)
+        reused = [0 if pre is None else int(pre[1]) for pre in prefixes]
     head = max(reused)  # cached columns, each row's cache right-aligned in them
     suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
     width = max(len(x) for x in suffixes)

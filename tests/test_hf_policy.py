@@ -1,4 +1,5 @@
 """HFPolicy and its batched decode loop."""
+import pytest
 import torch
 
 from agents.formatter import ConversationTokenizer, agent_messages
@@ -35,8 +36,10 @@ def test_sample_next_follows_the_softmax_distribution():
     assert abs((hot == 4).double().mean().item() - 0.4) < 0.05
 
 
-def test_generate_batch_matches_generate_per_prompt(tiny_llama):
-    """Left-padded batch with rows leaving at different steps == greedy ``generate`` one by one."""
+@pytest.mark.parametrize("prefill", ["batch", "rows", "auto"])
+def test_generate_batch_matches_generate_per_prompt(tiny_llama, prefill):
+    """Left-padded batch with rows leaving at different steps == greedy ``generate`` one by one,
+    whether the prompts are prefilled together (padded) or one by one."""
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
     refs = [tiny_llama.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0,
                                 eos_token_id=None)[0, len(p):].tolist() for p in prompts]
@@ -47,7 +50,7 @@ def test_generate_batch_matches_generate_per_prompt(tiny_llama):
         cut = r.index(stop) + 1 if stop in r else len(r)
         expected.append(r[:cut])
     got = generate_batch(tiny_llama, prompts, max_new_tokens=8, stop_ids=[stop], pad_id=0,
-                         temperatures=[0.0] * 3, top_ps=[1.0] * 3)
+                         temperatures=[0.0] * 3, top_ps=[1.0] * 3, prefill=prefill)
     assert got == expected
     assert len(got[1]) <= 3 and any(len(g) == 8 for g in got)
 
@@ -94,9 +97,11 @@ def test_build_policy_routes_model_strings():
     assert isinstance(build_policy("ollama/llama3"), LiteLLMPolicy)
 
 
-def test_reused_prefix_gives_the_same_tokens(tiny_llama):
+@pytest.mark.parametrize("prefill", ["batch", "rows"])
+def test_reused_prefix_gives_the_same_tokens(tiny_llama, prefill):
     """Prefilling only the new part of a prompt on an earlier turn's KV cache (rows with different
-    reuse lengths, one with none) generates exactly what a full prefill generates."""
+    reuse lengths, one with none) generates exactly what a full prefill generates, also when each
+    row is prefilled alone; the caches returned hold the same keys and values either way."""
     first = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22, 23, 24]]
     kw = {"max_new_tokens": 4, "stop_ids": [], "pad_id": 0, "temperatures": [0.0] * 2, "top_ps": [1.0] * 2}
     out, caches = generate_batch(tiny_llama, first, return_caches=True, **kw)
@@ -105,7 +110,21 @@ def test_reused_prefix_gives_the_same_tokens(tiny_llama):
     later = [caches[0][0] + [out[0][-1], 30, 31], caches[1][0][:6] + [40], [50, 51, 52]]
     prefixes = [(caches[0][1], len(caches[0][0])), (caches[1][1], 6), None]
     kw3 = dict(kw, temperatures=[0.0] * 3, top_ps=[1.0] * 3)
-    assert generate_batch(tiny_llama, later, prefixes=prefixes, **kw3) == generate_batch(tiny_llama, later, **kw3)
+    reused, reused_caches = generate_batch(tiny_llama, later, prefixes=prefixes, prefill=prefill,
+                                           return_caches=True, **kw3)
+    full, full_caches = generate_batch(tiny_llama, later, prefill="batch", return_caches=True, **kw3)
+    assert reused == full
+    for (ids_a, kv_a), (ids_b, kv_b) in zip(reused_caches, full_caches):
+        assert ids_a == ids_b
+        for (k_a, v_a), (k_b, v_b) in zip(kv_a, kv_b):
+            torch.testing.assert_close(k_a, k_b, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v_a, v_b, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_batch_rejects_an_unknown_prefill():
+    with pytest.raises(ValueError, match="prefill='padded'; allowed: auto, batch, rows"):
+        generate_batch(None, [[1, 2]], max_new_tokens=1, stop_ids=[], pad_id=0, temperatures=[0.0],
+                       top_ps=[1.0], prefill="padded")
 
 
 def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tokenizer):
