@@ -182,8 +182,9 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     rest of the prompt is prefilled; ``n < len(prompts[i])``. ``prefill``: ``batch`` (the prompts
     left-padded to one width, one call), ``rows`` (each prompt alone, then the batch decodes) or
     ``auto`` (rows on CPU when padding would exceed ``_MAX_PREFILL_PADDING`` of the prefill, else
-    batch). With ``return_caches`` the result is ``(new_tokens, caches)`` where ``caches[i] = (ids, kv)`` holds the KV of every token fed
-    for row i (its prompt and its reply but the last token), to serve as a later prefix.
+    batch). With ``return_caches`` the result is ``(new_tokens, caches)`` where
+    ``caches[i] = (ids, kv)`` holds the KV of every token fed for row i (its prompt and its reply
+    but the last token), to serve as a later prefix.
     """
     import torch
 
@@ -203,7 +204,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
         padding = 1 - sum(lengths) / (rows * max(lengths))
         prefill = "rows" if device.type == "cpu" and padding > _MAX_PREFILL_PADDING else "batch"
     if prefill == "rows" and rows > 1:
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_kernels(device):
             for i, (p, length) in enumerate(zip(prompts, lengths)):
                 if length > 1:
                     prefixes[i] = _prefill_alone(model, p, prefixes[i], device)
