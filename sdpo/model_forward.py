@@ -135,9 +135,13 @@ def branch_attention_mask(branch: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     length = branch.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=branch.device).tril()
     same = (branch[:, None, :] == PREFIX) | (branch[:, None, :] == branch[:, :, None])
-    allowed = (causal & same)[:, None]
-    zero = torch.zeros((), dtype=dtype, device=branch.device)
-    return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=branch.device))
+    return _additive((causal & same)[:, None], dtype)
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An attention mask of booleans (True: may attend) as the additive mask SDPA takes."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=allowed.device))
 
 
 @dataclass
@@ -216,8 +220,7 @@ def _second_call_mask(prefix_lens: Sequence[int], head_len: int, width: int, dty
     lens = torch.tensor(list(prefix_lens), device=device)
     allowed = (key[None, None, :] < lens[:, None, None]) | \
         ((key[None, None, :] >= head_len) & (key[None, None, :] - head_len <= query[None, :, None]))
-    zero = torch.zeros((), dtype=dtype, device=device)
-    return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device))[:, None]
+    return _additive(allowed[:, None], dtype)
 
 
 def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
@@ -290,8 +293,7 @@ def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
             width = max(stop - start for _, start, stop in spans)
             head_len = max(prefix_lens[rows[j]] for j in with_second)
             mask = _second_call_mask([prefix_lens[rows[j]] for j in with_second], head_len, width,
-                                     embeds.dtype if split is not None else _model_dtype(model),
-                                     batch.input_ids.device)
+                                     _model_dtype(model), batch.input_ids.device)
             outs = call(spans, _prefix_cache(cache, head_len, None if len(with_second) == len(rows)
                                                             else torch.tensor(with_second)), mask)
             for j, out in zip(with_second, outs):
