@@ -99,12 +99,13 @@ def trl_token_count(pairs_path: Path) -> float:
 # ---------------------------------------------------------------------------------------------
 # Workers (each in its own process).
 
-def worker_ours(pairs: str, out: str, steps: int, batch: int, prefix_sharing: bool) -> dict:
+def worker_ours(pairs: str, out: str, steps: int, batch: int, prefix_sharing: bool,
+                prefix_attention: str = "auto") -> dict:
     from sdpo.fit import FitConfig, fit
 
     result = fit(FitConfig(model="embedded", data=pairs, output_dir=out, batch_size=batch, micro_batch_size=batch,
                            max_steps=steps, lr=1e-6, prefix_sharing=prefix_sharing, progress=False,
-                           save_every=0, reference_cache=False))
+                           save_every=0, reference_cache=False, prefix_attention=prefix_attention))
     seconds = [h["tokens"] / h["tokens_per_s"] for h in result.history]
     return {"step_seconds": seconds, "processed_tokens": [h["tokens"] for h in result.history]}
 
@@ -187,6 +188,8 @@ def main() -> None:
     parser.add_argument("--demo-pairs", action="store_true",
                         help="also time prefix sharing on the shipped demo pairs (made by sdpo.pairs on the "
                              "embedded model: real episode shapes instead of the synthetic multi-turn pairs)")
+    parser.add_argument("--prefix-attention", choices=["auto", "cache", "mask"], default="auto",
+                        help="sdpo.fit's prefix_attention for our contenders (auto: cache on CPU, mask on GPU)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -195,7 +198,8 @@ def main() -> None:
         if kind == "trl":
             result = worker_trl(pairs, out, args.steps, args.batch, args.device)
         else:
-            result = worker_ours(pairs, out, args.steps, args.batch, prefix_sharing=kind == "ours")
+            result = worker_ours(pairs, out, args.steps, args.batch, prefix_sharing=kind == "ours",
+                                 prefix_attention=args.prefix_attention)
         if args.device == "cuda":
             import torch
 
@@ -235,7 +239,8 @@ def main() -> None:
             for name, argv in ((name, [kind, str(data), str(tmp / f"{name}{round_}")])
                                for name, kind, data in contenders):
                 print(f"round {round_ + 1}/{args.rounds}: running {name} ...", flush=True)
-                got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch)], args.device)
+                got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch),
+                                         "--prefix-attention", args.prefix_attention], args.device)
                 print(f"  {name}: {json.dumps(got)}", flush=True)
                 mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_mib": 0.0})
                 mine["step_seconds"] += got["step_seconds"][args.warmup:]
@@ -273,7 +278,7 @@ def main() -> None:
     where = f"CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else torch.cuda.get_device_name(0)
     print(f"\nembedded model ({params / 1e6:.0f}M params, fp32, {where}), batch "
           f"{args.batch} pairs, {args.rounds} rounds of {args.steps} steps ({args.warmup} warm-up a round left out), "
-          f"median step; single-turn pairs "
+          f"median step, prefix_attention={args.prefix_attention}; single-turn pairs "
           f"{single_tokens:.0f} TRL tokens, multi-turn {multi_tokens:.0f}")
     print(f"{'measure':45} {'baseline':>9} {'sdpo.fit':>9} {'ratio':>6}  target")
     for row in rows:

@@ -25,7 +25,10 @@ On a 2-core CPU (fp32) the ratio at K = 8 is bounded well below 8x, by two thing
 * decode: a batch-8 step costs ~1.8x a batch-1 step (80 vs 45 ms at a 700-token cache), since
   fp32 GEMM at 8 rows runs the weights 2-3x slower than the matrix-vector product at 1 row.
 
-Measured there: 2.7x (fixed length). On a GPU the decode step costs the same at batch 1 and 8.
+Measured there: 2.7x (fixed length). On a GPU the decode step costs the same at batch 1 and 8:
+on an H100 (torch 2.11, bf16, SmolLM2-135M architecture with random weights, so turns mostly run
+to 48 tokens), ``--ks 8`` gave 22.9 tok/s sequential and 280.5 batched, 12.3x (10.3x without the
+prefix cache).
 """
 from __future__ import annotations
 
