@@ -352,6 +352,9 @@ def fit(cfg: FitConfig) -> FitResult:
     if prefix_attention == "auto":
         prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 or accelerator.device.type != "cpu" \
             else "cache"
+    # on CPU the gradient buffers are kept and zeroed between steps: freeing them made every step
+    # page-fault ~0.5 GB of fresh memory (3-6 % of a step of the 135M model, measured in-process)
+    keep_grads = accelerator.device.type == "cpu"
     loss_fn = SFT_LOSSES[cfg.loss.value] if is_sft else LOSSES[cfg.loss.value]
     loss_kwargs = {} if is_sft else ({"beta": cfg.beta, "gamma": cfg.gamma} if cfg.loss == LossName.dmpo
                                      else {"beta": cfg.beta})
@@ -409,7 +412,7 @@ def fit(cfg: FitConfig) -> FitResult:
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not keep_grads)
         step += 1
         bar.update(1)
 
