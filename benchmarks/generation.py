@@ -28,7 +28,9 @@ On a 2-core CPU (fp32) the ratio at K = 8 is bounded well below 8x, by two thing
 Measured there: 2.7x (fixed length). On a GPU the decode step costs the same at batch 1 and 8:
 on an H100 (torch 2.11, bf16, SmolLM2-135M architecture with random weights, so turns mostly run
 to 48 tokens), ``--ks 8`` gave 22.9 tok/s sequential and 280.5 batched, 12.3x (10.3x without the
-prefix cache).
+prefix cache). In that run the sequential ``generate`` still used PyTorch's default attention
+backends, cuDNN included, while the batched path leaves cuDNN out (``attention_kernels``); both
+now run under the same choice, and the ratio under it has not been measured on a GPU yet.
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature:
     import torch
 
     from agents.formatter import ConversationFormat, parse_action
+    from agents.hf_policy import attention_kernels
     from agents.policy import TurnRequest
     from sotopia_env.episode import Turn
 
@@ -83,12 +86,14 @@ def play_sequential(policy, tasks, turns: int, max_new_tokens: int, temperature:
             seat = t % 2
             ids, _ = policy.prompt(TurnRequest(task=task, agent_index=seat, turns=history,
                                                fmt=ConversationFormat(max_turns=turns)))
-            out = model.generate(torch.tensor([ids], device=device),
-                                 attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
-                                 max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0,
-                                 top_k=0, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=[i for i in policy.stop_ids if i >= 0] or None,
-                                 min_new_tokens=max_new_tokens if fixed_length else 0)
+            # the attention kernels of the batched path (on CUDA: no cuDNN), so the ratio is batching's
+            with attention_kernels(device):
+                out = model.generate(torch.tensor([ids], device=device),
+                                     attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+                                     max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                     top_p=1.0, top_k=0, pad_token_id=tok.pad_token_id,
+                                     eos_token_id=[i for i in policy.stop_ids if i >= 0] or None,
+                                     min_new_tokens=max_new_tokens if fixed_length else 0)
             new = out[0, len(ids):].tolist()
             generated += len(new)
             action_type, argument, _ = parse_action(tok.decode(new, skip_special_tokens=True))

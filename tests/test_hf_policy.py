@@ -180,3 +180,15 @@ def test_attention_kernels_leave_out_cudnn_on_cuda_only():
         assert not torch.backends.cuda.cudnn_sdp_enabled()
         assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
     assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+def test_generation_benchmark_players_count_their_tokens(tiny_llama, embedded_tokenizer):
+    """benchmarks.generation's sequential (one generate a turn) and batched (runner) players play the
+    same episodes and count every generated token: fixed-length turns give turns x max_new_tokens."""
+    from benchmarks.generation import _tasks, play_batched, play_sequential
+
+    tasks = _tasks()[:2]
+    policy = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.7, max_new_tokens=5)
+    assert play_sequential(policy, tasks, turns=2, max_new_tokens=5, temperature=0.7, fixed_length=True) == 2 * 2 * 5
+    batched = play_batched(policy, tasks, turns=2)
+    assert 0 < batched <= 2 * 2 * 5
