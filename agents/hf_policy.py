@@ -4,9 +4,11 @@ episodes in one batch.
 Prompts are the formatter's token ids (``ConversationTokenizer.prompt_ids``), so the tokens a
 model acts on are exactly the tokens ``sdpo`` later trains on. Generation is our own lean
 decode loop rather than ``model.generate``: one left-padded prefill of every prompt, then one
-forward a step over the rows still running; a row leaves the batch (its KV cache rows are
-dropped) as soon as it emits an end-of-turn token, and each row samples with its own
-temperature and top-p (SDPO's positives use 1.0 for the target seat, 0.7 for the partner).
+forward a step for the whole batch; a row stops as soon as it emits an end-of-turn token, and
+each row samples with its own temperature and top-p (SDPO's positives use 1.0 for the target
+seat, 0.7 for the partner). On CPU a finished row leaves the batch and its KV cache; on CUDA the
+batch keeps its shape and each step is one CUDA-graph replay (``StaticDecode``), since there a
+small model's step costs the launching of its kernels, not their arithmetic.
 """
 from __future__ import annotations
 
@@ -40,18 +42,21 @@ def end_of_turn_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
-def sample_next(logits, temperatures, top_ps, generator=None):
+def sample_next(logits, temperatures, top_ps, generator=None, *, all_greedy: bool | None = None,
+                any_top_p: bool | None = None):
     """One token per row. ``logits`` (rows, vocab); ``temperatures``, ``top_ps`` (rows,).
     A temperature of 0 means greedy; top-p keeps the smallest set of tokens whose probability
-    reaches ``top_p`` (nucleus sampling)."""
+    reaches ``top_p`` (nucleus sampling). ``all_greedy`` (every temperature is 0) and ``any_top_p``
+    (some top-p is below 1) may be given by a caller that knows them, which saves reading the
+    tensors back from the GPU (a synchronisation each) on every decode step."""
     import torch
 
     greedy = logits.argmax(dim=-1)
-    if bool((temperatures <= 0).all()):
+    if all_greedy if all_greedy is not None else bool((temperatures <= 0).all()):
         return greedy
     scaled = logits.float() / temperatures.clamp(min=1e-5).unsqueeze(-1)
     probs = torch.softmax(scaled, dim=-1)
-    if bool((top_ps < 1.0).any()):
+    if any_top_p if any_top_p is not None else bool((top_ps < 1.0).any()):
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
         sorted_probs = sorted_probs.masked_fill(before >= top_ps.unsqueeze(-1), 0.0)
@@ -84,8 +89,13 @@ def _in_place_layer():
             super().__init__(**kwargs)
             self.capacity, self.length = capacity, 0
             self.key_buffer = self.value_buffer = None
+            self.write_at = None  # static mode (see ``StaticDecode``): a device index tensor
 
         def update(self, key_states, value_states, *args, **kwargs):
+            if self.write_at is not None:  # static: write at a device-held column, return the whole buffer
+                self.key_buffer.index_copy_(2, self.write_at, key_states)
+                self.value_buffer.index_copy_(2, self.write_at, value_states)
+                return self.key_buffer, self.value_buffer
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
@@ -147,6 +157,95 @@ def attention_kernels(device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+class StaticDecode:
+    """Decode steps of one generation batch with every shape fixed, so that on CUDA the whole step
+    (every layer's kernels) is captured once as a CUDA graph and replayed: a small model's eager
+    decode step is bound by the CPU launching ~1000 kernels (~20 ms on an H200 host for a 135M
+    model), a replay costs a fraction of that.
+
+    The batch keeps its rows to the end (a finished row's outputs are ignored), the KV cache is the
+    in-place cache's full buffer (``capacity`` columns; each layer writes the new column at a
+    device-held index), and attention reads all columns through a boolean 4D mask that opens one
+    more column a step. Without ``graph`` the same static step runs eagerly (CPU tests, fallback).
+    """
+
+    def __init__(self, model, cache, attention, next_position, graph: bool):
+        import torch
+
+        self.model, self.cache = model, cache
+        self.length = attention.shape[1]  # columns written so far
+        capacity = cache.layers[0].key_buffer.shape[-2]
+        rows, device = attention.shape[0], attention.device
+        self.mask = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)
+        self.mask[:, 0, 0, :self.length] = attention.bool()
+        self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.positions = next_position.unsqueeze(-1).clone()
+        self.write_at = torch.tensor([self.length], device=device)
+        for layer in cache.layers:
+            layer.write_at = self.write_at
+            # masked columns still enter the attention product: unwritten memory must not hold NaNs
+            layer.key_buffer[..., self.length:, :].zero_()
+            layer.value_buffer[..., self.length:, :].zero_()
+        self.kwargs = {"input_ids": self.tokens, "attention_mask": self.mask, "position_ids": self.positions,
+                       "use_cache": True, cache_keyword(model): cache}
+        self.graph = self.logits = None
+        if graph:
+            self.logits = self._capture()
+
+    def _capture(self):
+        import torch
+
+        stream = torch.cuda.Stream(self.tokens.device)
+        stream.wait_stream(torch.cuda.current_stream(self.tokens.device))
+        with torch.cuda.stream(stream):  # warm-up off the main stream; its KV column is rewritten by step 1
+            self.model(**self.kwargs)
+        torch.cuda.current_stream(self.tokens.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            logits = self.model(**self.kwargs).logits
+        return logits
+
+    def step(self, tokens, rows=None):
+        """Feed ``tokens`` (one per batch row, or per row of ``rows`` when given) at the next
+        column; returns the next-token logits of every batch row."""
+        if rows is None:
+            self.tokens[:, 0] = tokens
+        else:
+            self.tokens[rows, 0] = tokens
+        self.mask[:, 0, 0, self.length] = True
+        self.write_at.fill_(self.length)
+        if self.graph is not None:
+            self.graph.replay()
+            logits = self.logits[:, -1]
+        else:
+            logits = self.model(**self.kwargs).logits[:, -1]
+        self.length += 1
+        self.positions += 1
+        return logits
+
+    def valid_columns(self, row):
+        """Which of the written columns row ``row`` attends to (its prompt and the tokens it was fed)."""
+        return self.mask[row, 0, 0, :self.length]
+
+    def release(self):
+        for layer in self.cache.layers:
+            layer.write_at = None
+        self.graph = self.logits = None
+
+
+def _static_decode(model, cache, attention, next_position, decode: str) -> StaticDecode:
+    """A ``StaticDecode`` for ``decode`` (static or graph); a failed CUDA graph capture warns and
+    falls back to the same static step run eagerly."""
+    if decode == "graph":
+        try:
+            return StaticDecode(model, cache, attention, next_position, graph=True)
+        except Exception as err:  # noqa: BLE001 - e.g. a model whose forward synchronises with the host
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the decode step failed ({err}); decoding eagerly", stacklevel=3)
+    return StaticDecode(model, cache, attention, next_position, graph=False)
+
+
 _MAX_PREFILL_PADDING = 0.1
 """On CPU, prompts are prefilled one by one when left-padding them to one width would add more than
 this share of padding: a CPU prefill is bound by arithmetic, so padding costs its full share, while
@@ -170,7 +269,8 @@ def _prefill_alone(model, prompt: Sequence[int], prefix, device):
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
                    pad_id: int, temperatures: Sequence[float], top_ps: Sequence[float], generator=None,
-                   prefixes: Sequence | None = None, return_caches: bool = False, prefill: str = "auto"):
+                   prefixes: Sequence | None = None, return_caches: bool = False, prefill: str = "auto",
+                   decode: str = "auto"):
     """Generate a continuation of every prompt (token ids) in one batch; returns the new token ids
     of each row, end-of-turn token included when one was produced.
 
@@ -184,12 +284,18 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     ``auto`` (rows on CPU when padding would exceed ``_MAX_PREFILL_PADDING`` of the prefill, else
     batch). With ``return_caches`` the result is ``(new_tokens, caches)`` where
     ``caches[i] = (ids, kv)`` holds the KV of every token fed for row i (its prompt and its reply
-    but the last token), to serve as a later prefix.
+    but the last token), to serve as a later prefix. ``decode``: ``dynamic`` (finished rows are
+    dropped from the batch and its cache; the KV cache grows a column a step), ``static`` (every
+    shape fixed, see ``StaticDecode``), ``graph`` (static, replayed as one CUDA graph a step) or
+    ``auto`` (graph on CUDA, dynamic elsewhere; a capture that fails falls back to static with a
+    warning).
     """
     import torch
 
     if prefill not in ("auto", "batch", "rows"):
         raise ValueError(f"prefill={prefill!r}; allowed: auto, batch, rows")
+    if decode not in ("auto", "dynamic", "static", "graph"):
+        raise ValueError(f"decode={decode!r}; allowed: auto, dynamic, static, graph")
     device = next(model.parameters()).device
     rows = len(prompts)
     if rows == 0:
@@ -212,7 +318,12 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     head = max(reused)  # cached columns, each row's cache right-aligned in them
     suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
     width = max(len(x) for x in suffixes)
-    cache = in_place_cache(head + width + max_new_tokens)
+    if decode == "auto":
+        decode = "graph" if device.type == "cuda" else "dynamic"
+    capacity = head + width + max_new_tokens
+    if decode != "dynamic":  # a static mask of aligned width lets SDPA's fused kernels take it as is
+        capacity = -(-capacity // 64) * 64
+    cache = in_place_cache(capacity)
     if head:
         first = next(pre for pre in prefixes if pre is not None)[0]
         for layer, (k0, v0) in enumerate(first):
@@ -234,44 +345,68 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
     temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device)
     tops = torch.tensor(list(top_ps), dtype=torch.float32, device=device)
-    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    sampling = {"all_greedy": all(t <= 0 for t in temperatures), "any_top_p": any(p < 1.0 for p in top_ps)}
+    stops = set(stop_ids)
     out: list[list[int]] = [[] for _ in range(rows)]
     caches: list = [None] * rows
-    running = torch.arange(rows, device=device)  # which original row each batch row is
+    running = list(range(rows))  # which original row each batch row is
     cache_arg = {cache_keyword(model): cache}
 
-    def snapshot(batch_rows):
+    def snapshot(batch_rows, static, static_rows):
         # Keep the KV of the tokens row r was fed (padding columns dropped) for prefix reuse.
         for b in batch_rows:
-            r = int(running[b])
-            valid = attention[b].bool()
-            kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone()) for layer in cache.layers]
+            r = running[b]
+            if static is None:
+                valid = attention[b].bool()
+                kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone()) for layer in cache.layers]
+            else:
+                c = b if static_rows is None else int(static_rows[b])
+                valid, n = static.valid_columns(c), static.length
+                kv = [(layer.key_buffer[c, :, :n][:, valid].clone(), layer.value_buffer[c, :, :n][:, valid].clone())
+                      for layer in cache.layers]
             caches[r] = (list(prompts[r]) + out[r][:-1], kv)
 
+    # One read-back from the device a step (the sampled tokens); stop checks and row bookkeeping
+    # are Python, since every extra read-back on a GPU stalls the launch queue.
     with torch.inference_mode(), attention_kernels(device):
         logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                        use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
         next_position = positions[:, -1] + 1
+        static = _static_decode(model, cache, attention, next_position, decode) if decode != "dynamic" else None
+        static_rows = None  # static: the batch rows still running, when some have finished
         for step in range(max_new_tokens):
-            token = sample_next(logits, temps, tops, generator)
-            for row, tok in zip(running.tolist(), token.tolist()):
+            token = sample_next(logits, temps, tops, generator, **sampling)
+            sampled = token.tolist()
+            for row, tok in zip(running, sampled):
                 out[row].append(tok)
-            alive = ~torch.isin(token, stops)
-            if step + 1 == max_new_tokens or not bool(alive.any()):
+            alive = [tok not in stops for tok in sampled]
+            if step + 1 == max_new_tokens or not any(alive):
                 if return_caches:
-                    snapshot(range(len(running)))
+                    snapshot(range(len(running)), static, static_rows)
                 break
-            if not bool(alive.all()):  # finished rows leave the batch and its KV cache
+            if not all(alive):  # finished rows leave the batch (dynamic: and its KV cache)
                 if return_caches:
-                    snapshot((~alive).nonzero().squeeze(-1).tolist())
-                keep = alive.nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                running, token, attention = running[keep], token[keep], attention[keep]
-                next_position, temps, tops = next_position[keep], temps[keep], tops[keep]
-            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
-            logits = model(input_ids=token.unsqueeze(-1), attention_mask=attention,
-                           position_ids=next_position.unsqueeze(-1), use_cache=True, **cache_arg).logits[:, -1]
-            next_position = next_position + 1
+                    snapshot([b for b, a in enumerate(alive) if not a], static, static_rows)
+                kept = [b for b, a in enumerate(alive) if a]
+                keep = torch.tensor(kept, device=device)
+                running = [running[b] for b in kept]
+                token, temps, tops = token[keep], temps[keep], tops[keep]
+                if static is None:
+                    cache.batch_select_indices(keep)
+                    attention, next_position = attention[keep], next_position[keep]
+                else:
+                    static_rows = keep if static_rows is None else static_rows[keep]
+            if static is None:
+                attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+                logits = model(input_ids=token.unsqueeze(-1), attention_mask=attention,
+                               position_ids=next_position.unsqueeze(-1), use_cache=True, **cache_arg).logits[:, -1]
+                next_position = next_position + 1
+            else:
+                logits = static.step(token, static_rows)
+                if static_rows is not None:
+                    logits = logits[static_rows]
+        if static is not None:
+            static.release()
     return (out, caches) if return_caches else out
 
 

@@ -6,8 +6,10 @@
    side, in fp32 with TF32 off: per-turn log-probs and gradients, largest differences printed.
 2. The same in bf16 autocast (what ``sdpo.fit bf16=true`` runs), against fp32 separate forwards:
    differences printed, to show how far bf16 moves the per-turn log-probs.
-3. Batched generation (``generate_batch``, greedy, rows of different lengths) against
-   ``model.generate`` one prompt at a time: in fp32, the fraction of identical tokens.
+3. Batched generation (``generate_batch``, greedy, rows of different lengths), with the dynamic
+   decode and with the CUDA-graph decode, against ``model.generate`` one prompt at a time: in
+   fp32, the fraction of identical tokens. Fails on CUDA when the graph capture falls back to
+   eager decoding, and anywhere when the two decodes disagree.
 
 Exits non-zero when an fp32 per-turn log-prob differs by more than 1e-5 relative to the largest
 per-turn magnitude (sums over ~100 tokens of ~-11 each for a random model), or a gradient by more
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,12 +91,22 @@ def main(argv=None) -> int:
             out = model.generate(torch.tensor([p], device=args.device), max_new_tokens=24, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
         refs.append(out[0, len(p):].tolist())
-    got = generate_batch(model, prompts, max_new_tokens=24, stop_ids=[], pad_id=tokenizer.pad_token_id or 0,
-                         temperatures=[0.0] * len(prompts), top_ps=[1.0] * len(prompts))
-    same = sum(a == b for r, g in zip(refs, got) for a, b in zip(r, g)) / sum(len(r) for r in refs)
-    first = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) for r, g in zip(refs, got)]
-    print(f"generate_batch vs generate (fp32, greedy, 4 prompts x 24 tokens): {same:.1%} identical tokens; "
-          f"first difference at {first}")
+    decoded = {}
+    for decode in ("dynamic", "graph"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            decoded[decode] = got = generate_batch(model, prompts, max_new_tokens=24, stop_ids=[],
+                                                   pad_id=tokenizer.pad_token_id or 0, decode=decode,
+                                                   temperatures=[0.0] * len(prompts), top_ps=[1.0] * len(prompts))
+        same = sum(a == b for r, g in zip(refs, got) for a, b in zip(r, g)) / sum(len(r) for r in refs)
+        first = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) for r, g in zip(refs, got)]
+        fell_back = [str(w.message) for w in caught if "CUDA graph capture" in str(w.message)]
+        print(f"generate_batch decode={decode} vs generate (fp32, greedy, 4 prompts x 24 tokens): {same:.1%} "
+              f"identical tokens; first difference at {first}{'; ' + fell_back[0] if fell_back else ''}")
+        if decode == "graph" and args.device.startswith("cuda") and fell_back:
+            failed.append("CUDA graph capture")
+    if decoded["graph"] != decoded["dynamic"]:
+        failed.append("graph decode tokens differ from dynamic decode")
     if failed:
         print("FAILED:", ", ".join(failed))
         return 1

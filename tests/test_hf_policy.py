@@ -36,10 +36,12 @@ def test_sample_next_follows_the_softmax_distribution():
     assert abs((hot == 4).double().mean().item() - 0.4) < 0.05
 
 
-@pytest.mark.parametrize("prefill", ["batch", "rows", "auto"])
-def test_generate_batch_matches_generate_per_prompt(tiny_llama, prefill):
+@pytest.mark.parametrize("prefill,decode", [("batch", "dynamic"), ("rows", "dynamic"), ("auto", "auto"),
+                                            ("batch", "static"), ("rows", "static")])
+def test_generate_batch_matches_generate_per_prompt(tiny_llama, prefill, decode):
     """Left-padded batch with rows leaving at different steps == greedy ``generate`` one by one,
-    whether the prompts are prefilled together (padded) or one by one."""
+    whether the prompts are prefilled together (padded) or one by one, and whether finished rows
+    leave the batch (dynamic) or stay in a fixed-shape one (static, the CUDA graph's layout)."""
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
     refs = [tiny_llama.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0,
                                 eos_token_id=None)[0, len(p):].tolist() for p in prompts]
@@ -50,7 +52,7 @@ def test_generate_batch_matches_generate_per_prompt(tiny_llama, prefill):
         cut = r.index(stop) + 1 if stop in r else len(r)
         expected.append(r[:cut])
     got = generate_batch(tiny_llama, prompts, max_new_tokens=8, stop_ids=[stop], pad_id=0,
-                         temperatures=[0.0] * 3, top_ps=[1.0] * 3, prefill=prefill)
+                         temperatures=[0.0] * 3, top_ps=[1.0] * 3, prefill=prefill, decode=decode)
     assert got == expected
     assert len(got[1]) <= 3 and any(len(g) == 8 for g in got)
 
@@ -119,6 +121,40 @@ def test_reused_prefix_gives_the_same_tokens(tiny_llama, prefill):
         for (k_a, v_a), (k_b, v_b) in zip(kv_a, kv_b):
             torch.testing.assert_close(k_a, k_b, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(v_a, v_b, atol=1e-5, rtol=1e-5)
+
+
+def test_static_decode_gives_the_tokens_and_caches_of_dynamic_decode(tiny_llama):
+    """The static layout (fixed batch and cache width, a 4D mask, finished rows kept but ignored)
+    samples the same tokens from the same seed as the dynamic one, with rows reusing prefixes and
+    rows ending at different steps, and hands back the same KV caches for later turns."""
+    first = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22, 23, 24], [60, 61, 62]]
+    kw = {"max_new_tokens": 6, "pad_id": 0, "temperatures": [0.0, 0.7, 1.0], "top_ps": [1.0, 0.9, 1.0]}
+    ref = generate_batch(tiny_llama, first, stop_ids=[], **kw, generator=torch.Generator().manual_seed(3))
+    stop = ref[1][2]  # ends row 1 at its third token; others run on (or end where they draw it)
+    runs = {}
+    for decode in ("dynamic", "static"):
+        out, caches = generate_batch(tiny_llama, first, stop_ids=[stop], return_caches=True, decode=decode,
+                                     generator=torch.Generator().manual_seed(3), **kw)
+        later = [c[0] + [o[-1], 30 + i] for i, (c, o) in enumerate(zip(caches, out))]
+        prefixes = [(kv, len(ids)) for ids, kv in caches]
+        runs[decode] = (out, caches, generate_batch(tiny_llama, later, stop_ids=[stop], prefixes=prefixes,
+                                                    decode=decode, generator=torch.Generator().manual_seed(4),
+                                                    **kw))
+    (out_d, caches_d, next_d), (out_s, caches_s, next_s) = runs["dynamic"], runs["static"]
+    assert out_s == out_d and next_s == next_d
+    assert len(out_d[1]) == 3 and max(len(o) for o in out_d) == 6
+    for (ids_d, kv_d), (ids_s, kv_s) in zip(caches_d, caches_s):
+        assert ids_s == ids_d
+        for (k_d, v_d), (k_s, v_s) in zip(kv_d, kv_s):
+            assert k_s.shape == k_d.shape == (k_d.shape[0], len(ids_d), k_d.shape[-1])
+            torch.testing.assert_close(k_s, k_d, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v_s, v_d, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_batch_rejects_an_unknown_decode():
+    with pytest.raises(ValueError, match="decode='fast'; allowed: auto, dynamic, static, graph"):
+        generate_batch(None, [[1, 2]], max_new_tokens=1, stop_ids=[], pad_id=0, temperatures=[0.0],
+                       top_ps=[1.0], decode="fast")
 
 
 def test_generate_batch_rejects_an_unknown_prefill():
