@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from sotopia_env.errors import ConfigError
@@ -233,17 +234,26 @@ class StaticDecode:
         self.graph = self.logits = None
 
 
-def _static_decode(model, cache, attention, next_position, decode: str) -> StaticDecode:
-    """A ``StaticDecode`` for ``decode`` (static or graph); a failed CUDA graph capture warns and
-    falls back to the same static step run eagerly."""
-    if decode == "graph":
-        try:
-            return StaticDecode(model, cache, attention, next_position, graph=True)
-        except Exception as err:  # noqa: BLE001 - e.g. a model whose forward synchronises with the host
-            import warnings
+_NO_GRAPH = weakref.WeakSet()
+"""Models whose decode step could not be captured as a CUDA graph: they decode eagerly from then on."""
 
-            warnings.warn(f"CUDA graph capture of the decode step failed ({err}); decoding eagerly", stacklevel=3)
-    return StaticDecode(model, cache, attention, next_position, graph=False)
+
+def _graph_decode(model, cache, attention, next_position) -> StaticDecode | None:
+    """A captured ``StaticDecode``, or None (the caller decodes eagerly) when this model's step
+    cannot be captured: that warns once and is remembered for the model."""
+    if model in _NO_GRAPH:
+        return None
+    try:
+        return StaticDecode(model, cache, attention, next_position, graph=True)
+    except Exception as err:  # noqa: BLE001 - e.g. a model whose forward synchronises with the host
+        import warnings
+
+        for layer in cache.layers:  # back to the growing cache (nothing past its length was kept)
+            layer.write_at = None
+        _NO_GRAPH.add(model)
+        warnings.warn(f"CUDA graph capture of the decode step failed ({err}); this model decodes eagerly",
+                      stacklevel=3)
+        return None
 
 
 _MAX_PREFILL_PADDING = 0.1
@@ -287,8 +297,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     but the last token), to serve as a later prefix. ``decode``: ``dynamic`` (finished rows are
     dropped from the batch and its cache; the KV cache grows a column a step), ``static`` (every
     shape fixed, see ``StaticDecode``), ``graph`` (static, replayed as one CUDA graph a step) or
-    ``auto`` (graph on CUDA, dynamic elsewhere; a capture that fails falls back to static with a
-    warning).
+    ``auto`` (graph on CUDA, dynamic elsewhere). A model whose step cannot be captured decodes
+    dynamically, with one warning.
     """
     import torch
 
@@ -372,7 +382,11 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
         logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                        use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
         next_position = positions[:, -1] + 1
-        static = _static_decode(model, cache, attention, next_position, decode) if decode != "dynamic" else None
+        static = None
+        if decode == "graph" and max_new_tokens > 1:
+            static = _graph_decode(model, cache, attention, next_position)
+        elif decode == "static":
+            static = StaticDecode(model, cache, attention, next_position, graph=False)
         static_rows = None  # static: the batch rows still running, when some have finished
         for step in range(max_new_tokens):
             token = sample_next(logits, temps, tops, generator, **sampling)

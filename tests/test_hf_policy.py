@@ -151,6 +151,26 @@ def test_static_decode_gives_the_tokens_and_caches_of_dynamic_decode(tiny_llama)
             torch.testing.assert_close(v_s, v_d, atol=1e-5, rtol=1e-5)
 
 
+def test_a_failed_graph_capture_warns_once_and_decodes_eagerly(embedded_tokenizer):
+    """On CPU there is no CUDA graph: asking for one warns, remembers the model, and gives the
+    dynamic decode's tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(embedded_tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).eval()
+    prompts = [[5, 6, 7], [8, 9]]
+    kw = {"max_new_tokens": 5, "stop_ids": [], "pad_id": 0, "temperatures": [0.0] * 2, "top_ps": [1.0] * 2}
+    want = generate_batch(model, prompts, decode="dynamic", **kw)
+    with pytest.warns(UserWarning, match="CUDA graph capture of the decode step failed"):
+        assert generate_batch(model, prompts, decode="graph", **kw) == want
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert generate_batch(model, prompts, decode="graph", **kw) == want
+
+
 def test_generate_batch_rejects_an_unknown_decode():
     with pytest.raises(ValueError, match="decode='fast'; allowed: auto, dynamic, static, graph"):
         generate_batch(None, [[1, 2]], max_new_tokens=1, stop_ids=[], pad_id=0, temperatures=[0.0],
