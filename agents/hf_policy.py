@@ -468,7 +468,8 @@ class HFPolicy(Policy):
     max_new_tokens`` lose their oldest whole turns (recorded as ``omitted_turns``).
     ``max_batch_size`` caps the rows of one generation batch. ``prefix_cache_tokens`` bounds the
     KV cache kept between turns (0: none), so each turn only prefills what is new since the
-    same seat's previous turn.
+    same seat's previous turn. ``decode`` is ``generate_batch``'s (auto: one CUDA-graph replay a
+    decode step on CUDA, the dynamic batch elsewhere).
     """
 
     batched = True
@@ -476,7 +477,8 @@ class HFPolicy(Policy):
     def __init__(self, model_id: str = "embedded", temperature: float = 0.7, top_p: float = 1.0,
                  max_new_tokens: int = 256, adapter: str | None = None, device=None, dtype=None,
                  max_context_tokens: int = 4096, model=None, tokenizer=None, *, seed: int | None = None,
-                 max_batch_size: int = 32, fmt: ConversationFormat | None = None, prefix_cache_tokens: int = 32768):
+                 max_batch_size: int = 32, fmt: ConversationFormat | None = None, prefix_cache_tokens: int = 32768,
+                 decode: str = "auto"):
         super().__init__()
         import torch
 
@@ -486,6 +488,8 @@ class HFPolicy(Policy):
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
         if not 0.0 < top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+        if decode not in ("auto", "dynamic", "static", "graph"):
+            raise ConfigError(f"decode={decode!r}; allowed: auto, dynamic, static, graph")
         if max_new_tokens < 1 or max_context_tokens <= max_new_tokens:
             raise ConfigError(f"need 1 <= max_new_tokens < max_context_tokens, got {max_new_tokens} and "
                               f"{max_context_tokens}")
@@ -505,6 +509,7 @@ class HFPolicy(Policy):
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.max_context_tokens = max_context_tokens
         self.max_batch_size = max_batch_size
+        self.decode = decode
         self.adapter = adapter
         self.fmt = fmt or ConversationFormat()
         self.generator = None
@@ -548,7 +553,7 @@ class HFPolicy(Policy):
 
     def _generate(self, prompts: list[list[int]], temperatures: list[float]) -> list[list[int]]:
         """One generation batch, reusing and refreshing the prefix cache."""
-        settings = {"max_new_tokens": self.max_new_tokens, "stop_ids": self.stop_ids,
+        settings = {"max_new_tokens": self.max_new_tokens, "stop_ids": self.stop_ids, "decode": self.decode,
                     "pad_id": self.tokenizer.pad_token_id, "temperatures": temperatures,
                     "top_ps": [self.top_p] * len(prompts), "generator": self.generator}
         self.stats["batches"] += 1

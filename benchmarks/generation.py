@@ -9,9 +9,9 @@ the same model and sampling (temperature 0.7, turns end at the end-of-turn token
 * sequential: the episodes one after another, every turn one ``model.generate`` call on the
   formatter's full prompt (what a plain implementation does);
 * batched: all K episodes at once through ``agents.runner.run_episodes`` with one ``HFPolicy``:
-  each turn round is one generation batch (finished rows leave the batch early) and each
-  prompt is prefilled only from where it differs from the same seat's previous turn (prefix
-  KV cache).
+  each turn round is one generation batch (on CPU finished rows leave the batch early; on CUDA
+  the batch keeps its shape and each step is one CUDA-graph replay) and each prompt is
+  prefilled only from where it differs from the same seat's previous turn (prefix KV cache).
 
 Tokens/s counts only generated tokens. Also printed: the batched rate with the prefix cache
 off (batching alone). Ratios are side by side in one run (TARGETS.md: >= 8x at K = 8).

@@ -5,6 +5,7 @@ import torch
 from agents.formatter import ConversationTokenizer, agent_messages
 from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, in_place_cache, sample_next
 from agents.policy import TurnRequest, build_policy
+from sotopia_env.errors import ConfigError
 from tests.test_formatter import make_task, make_turns
 
 
@@ -189,15 +190,19 @@ def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tok
     cached = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3)
     plain = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3,
                      prefix_cache_tokens=0)
+    static = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3,
+                      decode="static")  # the CUDA-graph layout, run eagerly
     lengths = []
     for n in (0, 2, 4):  # seat 0's successive turns: each prompt extends the previous one
         request = [TurnRequest(task=task, agent_index=0, turns=turns[:n])]
-        assert cached.act(request)[0].raw == plain.act(request)[0].raw
+        assert cached.act(request)[0].raw == plain.act(request)[0].raw == static.act(request)[0].raw
         lengths.append(cached.prompt(request[0])[0].__len__())
     # every earlier prompt is a token prefix of the next (one formatter), so all of it is reused
     assert cached.stats["reused_tokens"] >= lengths[0] + lengths[1]
     assert cached.stats["prompt_tokens"] == sum(lengths)
-    assert plain.stats["reused_tokens"] == 0
+    assert plain.stats["reused_tokens"] == 0 and static.stats["reused_tokens"] == cached.stats["reused_tokens"]
+    with pytest.raises(ConfigError, match="decode='fast'; allowed"):
+        HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, decode="fast")
 
 
 def test_in_place_cache_equals_the_stock_cache(tiny_llama):
