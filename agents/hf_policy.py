@@ -167,7 +167,8 @@ class StaticDecode:
     The batch keeps its rows to the end (a finished row's outputs are ignored), the KV cache is the
     in-place cache's full buffer (``capacity`` columns; each layer writes the new column at a
     device-held index), and attention reads all columns through a boolean 4D mask that opens one
-    more column a step. Without ``graph`` the same static step runs eagerly (CPU tests, fallback).
+    more column a step. Without ``graph`` the same static step runs eagerly (``decode="static"``,
+    for tests on CPU).
     """
 
     def __init__(self, model, cache, attention, next_position, graph: bool):
@@ -368,12 +369,13 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             r = running[b]
             if static is None:
                 valid = attention[b].bool()
-                kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone()) for layer in cache.layers]
+                kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone())
+                      for layer in cache.layers]
             else:
                 c = b if static_rows is None else int(static_rows[b])
                 valid, n = static.valid_columns(c), static.length
-                kv = [(layer.key_buffer[c, :, :n][:, valid].clone(), layer.value_buffer[c, :, :n][:, valid].clone())
-                      for layer in cache.layers]
+                kv = [(layer.key_buffer[c, :, :n][:, valid].clone(),
+                       layer.value_buffer[c, :, :n][:, valid].clone()) for layer in cache.layers]
             caches[r] = (list(prompts[r]) + out[r][:-1], kv)
 
     # One read-back from the device a step (the sampled tokens); stop checks and row bookkeeping
@@ -413,7 +415,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             if static is None:
                 attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
                 logits = model(input_ids=token.unsqueeze(-1), attention_mask=attention,
-                               position_ids=next_position.unsqueeze(-1), use_cache=True, **cache_arg).logits[:, -1]
+                               position_ids=next_position.unsqueeze(-1), use_cache=True,
+                               **cache_arg).logits[:, -1]
                 next_position = next_position + 1
             else:
                 logits = static.step(token, static_rows)
@@ -477,8 +480,8 @@ class HFPolicy(Policy):
     def __init__(self, model_id: str = "embedded", temperature: float = 0.7, top_p: float = 1.0,
                  max_new_tokens: int = 256, adapter: str | None = None, device=None, dtype=None,
                  max_context_tokens: int = 4096, model=None, tokenizer=None, *, seed: int | None = None,
-                 max_batch_size: int = 32, fmt: ConversationFormat | None = None, prefix_cache_tokens: int = 32768,
-                 decode: str = "auto"):
+                 max_batch_size: int = 32, fmt: ConversationFormat | None = None,
+                 prefix_cache_tokens: int = 32768, decode: str = "auto"):
         super().__init__()
         import torch
 

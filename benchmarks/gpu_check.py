@@ -95,9 +95,9 @@ def main(argv=None) -> int:
     for decode in ("dynamic", "graph"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            decoded[decode] = got = generate_batch(model, prompts, max_new_tokens=24, stop_ids=[],
-                                                   pad_id=tokenizer.pad_token_id or 0, decode=decode,
-                                                   temperatures=[0.0] * len(prompts), top_ps=[1.0] * len(prompts))
+            decoded[decode] = got = generate_batch(
+                model, prompts, max_new_tokens=24, stop_ids=[], pad_id=tokenizer.pad_token_id or 0,
+                decode=decode, temperatures=[0.0] * len(prompts), top_ps=[1.0] * len(prompts))
         same = sum(a == b for r, g in zip(refs, got) for a, b in zip(r, g)) / sum(len(r) for r in refs)
         first = [next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) for r, g in zip(refs, got)]
         fell_back = [str(w.message) for w in caught if "CUDA graph capture" in str(w.message)]

@@ -158,8 +158,9 @@ def test_a_failed_graph_capture_warns_once_and_decodes_eagerly(embedded_tokenize
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(embedded_tokenizer), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).eval()
+    config = LlamaConfig(vocab_size=len(embedded_tokenizer), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(config).eval()
     prompts = [[5, 6, 7], [8, 9]]
     kw = {"max_new_tokens": 5, "stop_ids": [], "pad_id": 0, "temperatures": [0.0] * 2, "top_ps": [1.0] * 2}
     want = generate_batch(model, prompts, decode="dynamic", **kw)
@@ -200,7 +201,8 @@ def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tok
     # every earlier prompt is a token prefix of the next (one formatter), so all of it is reused
     assert cached.stats["reused_tokens"] >= lengths[0] + lengths[1]
     assert cached.stats["prompt_tokens"] == sum(lengths)
-    assert plain.stats["reused_tokens"] == 0 and static.stats["reused_tokens"] == cached.stats["reused_tokens"]
+    assert plain.stats["reused_tokens"] == 0
+    assert static.stats["reused_tokens"] == cached.stats["reused_tokens"]
     with pytest.raises(ConfigError, match="decode='fast'; allowed"):
         HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, decode="fast")
 
