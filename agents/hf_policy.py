@@ -158,6 +158,10 @@ def attention_kernels(device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
+DECODE_MODES = ("auto", "dynamic", "static", "graph")
+"""``generate_batch``'s (and ``HFPolicy``'s) ``decode`` values."""
+
+
 class StaticDecode:
     """Decode steps of one generation batch with every shape fixed, so that on CUDA the whole step
     (every layer's kernels) is captured once as a CUDA graph and replayed: a small model's eager
@@ -167,11 +171,11 @@ class StaticDecode:
     The batch keeps its rows to the end (a finished row's outputs are ignored), the KV cache is the
     in-place cache's full buffer (``capacity`` columns; each layer writes the new column at a
     device-held index), and attention reads all columns through a boolean 4D mask that opens one
-    more column a step. Without ``graph`` the same static step runs eagerly (``decode="static"``,
+    more column a step. Until ``capture`` the same static step runs eagerly (``decode="static"``,
     for tests on CPU).
     """
 
-    def __init__(self, model, cache, attention, next_position, graph: bool):
+    def __init__(self, model, cache, attention, next_position):
         import torch
 
         self.model, self.cache = model, cache
@@ -191,10 +195,9 @@ class StaticDecode:
         self.kwargs = {"input_ids": self.tokens, "attention_mask": self.mask, "position_ids": self.positions,
                        "use_cache": True, cache_keyword(model): cache}
         self.graph = self.logits = None
-        if graph:
-            self.logits = self._capture()
 
-    def _capture(self):
+    def capture(self) -> None:
+        """Record the step as a CUDA graph, which ``step`` then replays."""
         import torch
 
         stream = torch.cuda.Stream(self.tokens.device)
@@ -202,10 +205,10 @@ class StaticDecode:
         with torch.cuda.stream(stream):  # warm-up off the main stream; its KV column is rewritten by step 1
             self.model(**self.kwargs)
         torch.cuda.current_stream(self.tokens.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            logits = self.model(**self.kwargs).logits
-        return logits
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self.logits = self.model(**self.kwargs).logits
+        self.graph = graph
 
     def step(self, tokens, rows=None):
         """Feed ``tokens`` (one per batch row, or per row of ``rows`` when given) at the next
@@ -244,13 +247,14 @@ def _graph_decode(model, cache, attention, next_position) -> StaticDecode | None
     cannot be captured: that warns once and is remembered for the model."""
     if model in _NO_GRAPH:
         return None
+    static = StaticDecode(model, cache, attention, next_position)
     try:
-        return StaticDecode(model, cache, attention, next_position, graph=True)
+        static.capture()
+        return static
     except Exception as err:  # noqa: BLE001 - e.g. a model whose forward synchronises with the host
         import warnings
 
-        for layer in cache.layers:  # back to the growing cache (nothing past its length was kept)
-            layer.write_at = None
+        static.release()  # back to the growing cache (nothing past its length was kept)
         _NO_GRAPH.add(model)
         warnings.warn(f"CUDA graph capture of the decode step failed ({err}); this model decodes eagerly",
                       stacklevel=3)
@@ -305,8 +309,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
 
     if prefill not in ("auto", "batch", "rows"):
         raise ValueError(f"prefill={prefill!r}; allowed: auto, batch, rows")
-    if decode not in ("auto", "dynamic", "static", "graph"):
-        raise ValueError(f"decode={decode!r}; allowed: auto, dynamic, static, graph")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode={decode!r}; allowed: {', '.join(DECODE_MODES)}")
     device = next(model.parameters()).device
     rows = len(prompts)
     if rows == 0:
@@ -388,7 +392,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
         if decode == "graph" and max_new_tokens > 1:
             static = _graph_decode(model, cache, attention, next_position)
         elif decode == "static":
-            static = StaticDecode(model, cache, attention, next_position, graph=False)
+            static = StaticDecode(model, cache, attention, next_position)
         static_rows = None  # static: the batch rows still running, when some have finished
         for step in range(max_new_tokens):
             token = sample_next(logits, temps, tops, generator, **sampling)
@@ -491,8 +495,8 @@ class HFPolicy(Policy):
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
         if not 0.0 < top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
-        if decode not in ("auto", "dynamic", "static", "graph"):
-            raise ConfigError(f"decode={decode!r}; allowed: auto, dynamic, static, graph")
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"decode={decode!r}; allowed: {', '.join(DECODE_MODES)}")
         if max_new_tokens < 1 or max_context_tokens <= max_new_tokens:
             raise ConfigError(f"need 1 <= max_new_tokens < max_context_tokens, got {max_new_tokens} and "
                               f"{max_context_tokens}")
