@@ -19,7 +19,9 @@ per contender), the ratios of TARGETS.md:
   matmul timed in the same run.
 
 Step times exclude the first ``--warmup`` steps and the one-off reference pass of both; each
-contender's rate is from its median step time (these machines are noisy).
+contender's rate is from its median step time (these machines are noisy). The same ratios are also
+printed round by round (each from the two contenders' median steps of that round, run minutes
+apart), which shows how far a slow spell of the machine moves them.
 """
 from __future__ import annotations
 
@@ -242,10 +244,12 @@ def main() -> None:
                 got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch),
                                          "--prefix-attention", args.prefix_attention], args.device)
                 print(f"  {name}: {json.dumps(got)}", flush=True)
-                mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_mib": 0.0})
+                mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_mib": 0.0,
+                                                 "round_median": []})
                 mine["step_seconds"] += got["step_seconds"][args.warmup:]
                 mine["processed_tokens"] += got.get("processed_tokens", [])[args.warmup:]
                 mine["peak_mib"] = max(mine["peak_mib"], got["peak_mib"])
+                mine["round_median"].append(statistics.median(got["step_seconds"][args.warmup:]))
             matmul_rates.append(matmul_flops(device=args.device))
         flops_ref = statistics.median(matmul_rates)
 
@@ -284,6 +288,14 @@ def main() -> None:
     for row in rows:
         print(f"{row[0]:45} {row[1]} {row[2]} {row[3]:>6}  {row[4]}")
     print("baselines: TRL DPOTrainer (precompute_ref_log_probs=True) | fit without prefix sharing | matmul")
+    # The same ratios round by round (each from the contenders' median steps of that round, run minutes
+    # apart): how far a slow spell of the machine moves them.
+    paired = [("vs TRL", "trl", "ours"), ("prefix sharing, multi-turn", "multi_unshared", "multi_shared")]
+    if args.demo_pairs:
+        paired.append(("prefix sharing, demo pairs", "demo_unshared", "demo_shared"))
+    for label, base, mine in paired:
+        per_round = [b / m for b, m in zip(results[base]["round_median"], results[mine]["round_median"])]
+        print(f"per round, {label}: " + " ".join(f"{r:.2f}x" for r in per_round))
 
 
 if __name__ == "__main__":
