@@ -154,6 +154,9 @@ class FitConfig:
             raise ConfigError("save_every must be >= 0 and keep_checkpoints >= 1")
         if self.prefix_attention not in ("auto", "cache", "mask"):
             raise ConfigError(f"prefix_attention={self.prefix_attention!r} is not allowed; allowed: auto, cache, mask")
+        if self.prefix_attention == "cache" and self.gradient_checkpointing:
+            raise ConfigError("prefix_attention=cache cannot run with gradient_checkpointing (it needs the KV cache "
+                              "of a first forward); allowed there: auto, mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +352,9 @@ def fit(cfg: FitConfig) -> FitResult:
     # a second forward before the backward is not allowed under DDP / FSDP / ZeRO or checkpointing;
     # on a GPU one batched call (mask) beats two calls per pair (cache): kernel launches dominate there
     prefix_attention = cfg.prefix_attention
+    if prefix_attention == "cache" and world > 1:
+        raise ConfigError(f"prefix_attention=cache cannot run in {world} processes (two forwards before the "
+                          f"backward); allowed there: auto, mask")
     if prefix_attention == "auto":
         prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 or accelerator.device.type != "cpu" \
             else "cache"

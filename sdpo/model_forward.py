@@ -20,10 +20,12 @@ Two ways to run a packed row (``prefix_attention``):
   where a small model's step is bound by kernel launches, one call beats 2 per pair: on an H100
   the cache layout ran 3.5x slower than one unshared call for the 135M model).
 
-Either way the LM head is applied only at the positions that predict a target token
-(``logits_to_keep`` as a boolean mask), so the vocabulary projection costs one row per target
-token instead of one per input token. Token log-probs are summed per turn with ``index_put_``
-(no Python loop over turns or tokens).
+Either way the LM head is applied only at the positions that predict a target token, so the
+vocabulary projection costs one row per target token instead of one per input token. For the plain
+decoder + LM head models (Llama, Mistral, Qwen) the head and the log-softmax at the target are one
+autograd function (``HeadTargetLogps``): its backward turns the saved logits into their gradient in
+place, where autograd's ops would allocate and fill three more (targets x vocabulary) tensors. Token
+log-probs are summed per turn with ``index_put_`` (no Python loop over turns or tokens).
 """
 from __future__ import annotations
 
@@ -176,6 +178,10 @@ no logit scale), so the head can be applied once to the kept states of several d
 
 
 def _decoder_and_head(model):
+    """``(decoder, lm_head)`` of a plain decoder + LM head model, to be called apart; None for other
+    models and under DDP / FSDP / DeepSpeed wrappers (only their own forward syncs gradients)."""
+    if getattr(model, "module", None) is not None:
+        return None
     base = _unwrap(model)
     if getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(base, "lm_head") \
             and hasattr(base, "model"):
@@ -223,8 +229,9 @@ def _second_call_mask(prefix_lens: Sequence[int], head_len: int, width: int, dty
     return _additive(allowed[:, None], dtype)
 
 
-def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
-    """The kept logits of a packed batch, row-major, by two calls (module doc).
+def _shared_prefix_outputs(model, batch: PackedBatch, split) -> torch.Tensor:
+    """The kept outputs of a packed batch, row-major, by two calls (module doc): final hidden states
+    when ``split`` is the model's ``(decoder, head)``, logits when it is None.
 
     Call one runs every row's ``[prefix | chosen]`` together (right-padded: causal attention needs no
     mask, and no kept position reads a padding token); call two runs every row's rejected branch on
@@ -234,13 +241,12 @@ def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
     exceed ``_MAX_PADDING`` of the work), each row gets its own pair of calls instead.
 
     For the plain decoder + LM head models (Llama, Mistral, Qwen) the embedding runs once over
-    the whole batch and the LM head once over the kept states of every call, so their backward
-    (each a dense vocabulary-sized gradient) also runs once a step instead of once a call."""
+    the whole batch and the caller applies the LM head once to the kept states of every call, so
+    their backward (each a dense vocabulary-sized gradient) also runs once a step, not once a call."""
     from transformers import DynamicCache
 
-    split = _decoder_and_head(model)
     if split is not None:
-        decoder, head = split
+        decoder, _ = split
         embeds = decoder.get_input_embeddings()(batch.input_ids)
         keyword = cache_keyword(decoder)
     else:
@@ -298,8 +304,57 @@ def _shared_prefix_logits(model, batch: PackedBatch) -> torch.Tensor:
                                                             else torch.tensor(with_second)), mask)
             for j, out in zip(with_second, outs):
                 pieces[rows[j]].append(out)
-    out = torch.cat([piece for i in range(len(first)) for piece in pieces[i]])
-    return head(out) if split is not None else out
+    return torch.cat([piece for i in range(len(first)) for piece in pieces[i]])
+
+
+class HeadTargetLogps(torch.autograd.Function):
+    """``log_softmax(hidden @ weight.T)[i, targets[i]]`` for each row ``i`` of ``hidden`` (N, H), the
+    LM head (``weight``: (vocab, H), no bias) and the log-softmax at the target in one function.
+
+    The forward keeps the (N, vocab) logits (as the unfused ops do); the backward turns them in
+    place into the gradient ``g * (onehot(target) - softmax)`` and runs the two matmuls of the
+    head's backward on it. Autograd's own ops would allocate and fill three more (N, vocab) tensors
+    (the logsumexp's gradient, the target gather's scattered gradient, their sum), each page-faulted
+    in afresh on CPU. Logits and their gradient are computed in float32 at least."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = hidden @ weight.t()
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()    # log-probs in at least fp32 (bf16 logsumexp loses digits)
+        lse = torch.logsumexp(logits, dim=-1)
+        out = logits.gather(1, targets[:, None]).squeeze(1) - lse
+        ctx.save_for_backward(hidden, weight, targets, logits, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        hidden, weight, targets, logits, lse = ctx.saved_tensors
+        grad_out = grad_out.to(logits.dtype)
+        grad = logits.sub_(lse[:, None]).exp_().mul_(-grad_out[:, None])    # -g * softmax
+        grad.scatter_add_(1, targets[:, None], grad_out[:, None])           # + g at the target
+        grad = grad.to(hidden.dtype)
+        grad_hidden = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t() @ hidden if ctx.needs_input_grad[1] else None
+        return grad_hidden, grad_weight, None
+
+
+def _head_logps(hidden: torch.Tensor, head, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Log-prob of ``targets[i]`` after ``hidden[rows[i]]`` through the LM head ``head``: one fused
+    function (``HeadTargetLogps``) for a bias-free ``nn.Linear`` head outside autocast, else the
+    head's logits through ``_logits_logps``."""
+    if type(head) is torch.nn.Linear and head.bias is None and hidden.dtype == head.weight.dtype \
+            and not torch.is_autocast_enabled(hidden.device.type):
+        return HeadTargetLogps.apply(hidden[rows], head.weight, targets)
+    return _logits_logps(head(hidden), rows, targets)
+
+
+def _logits_logps(logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Log-prob of ``targets[i]`` under the logits row ``logits[rows[i]]``."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()   # log-probs in at least fp32 (bf16 logsumexp loses digits)
+    # log softmax at the target only: logit - logsumexp, without materialising the full log-softmax
+    return logits[rows, targets] - torch.logsumexp(logits, dim=-1)[rows]
 
 
 def target_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") -> torch.Tensor:
@@ -308,20 +363,24 @@ def target_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") 
     ``prefix_attention`` (packed batches only): ``"cache"`` or ``"mask"`` (see the module doc)."""
     if prefix_attention not in ("cache", "mask"):
         raise ValueError(f"prefix_attention={prefix_attention!r}; allowed: cache, mask")
+    split = _decoder_and_head(model)
     if batch.branch is not None and prefix_attention == "cache":
-        logits = _shared_prefix_logits(model, batch)
+        kept = _shared_prefix_outputs(model, batch, split)
     else:
         if batch.branch is not None:
             attention_mask = branch_attention_mask(batch.branch, _model_dtype(model))
         else:
             attention_mask = batch.attention_mask
-        logits = model(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
-                       logits_to_keep=batch.keep, use_cache=False).logits
-        logits = logits.reshape(-1, logits.shape[-1])   # (kept positions, vocab)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()   # log-probs in at least fp32 (bf16 logsumexp loses digits)
-    # log softmax at the target only: logit - logsumexp, without materialising the full log-softmax
-    return logits[batch.logit_row, batch.target_ids] - torch.logsumexp(logits, dim=-1)[batch.logit_row]
+        inputs = dict(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
+                      use_cache=False)
+        if split is not None:
+            kept = split[0](**inputs).last_hidden_state[batch.keep]     # row-major, as logit_row counts
+        else:
+            logits = model(**inputs, logits_to_keep=batch.keep).logits
+            kept = logits.reshape(-1, logits.shape[-1])   # (kept positions, vocab)
+    if split is not None:
+        return _head_logps(kept, split[1], batch.logit_row, batch.target_ids)
+    return _logits_logps(kept, batch.logit_row, batch.target_ids)
 
 
 def pair_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") -> PairLogps:

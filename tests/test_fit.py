@@ -113,6 +113,8 @@ def test_user_errors(tiny_dir, tmp_path):
         FitConfig(loss="ppo")
     with pytest.raises(ConfigError, match="gamma must be strictly between 0 and 1"):
         FitConfig(loss=LossName.dmpo, gamma=1.0)
+    with pytest.raises(ConfigError, match="prefix_attention=cache cannot run with gradient_checkpointing"):
+        FitConfig(prefix_attention="cache", gradient_checkpointing=True)
 
 
 def test_schedule():

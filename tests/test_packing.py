@@ -175,3 +175,49 @@ def test_cache_layout_without_the_split_head_path(tiny_llama, embedded_tokenizer
         assert mf._decoder_and_head(tiny_llama) is None
         whole = target_logps(tiny_llama, batch)
     torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_head_log_probs_and_gradients(dtype):
+    """HeadTargetLogps == log_softmax(hidden @ W.T) at the target, values and gradients (a row used
+    twice, as the last prefix position predicts the first token of both branches), fp32 log-probs."""
+    from sdpo.model_forward import HeadTargetLogps
+
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 8, dtype=torch.float64)
+    weight = torch.randn(11, 8, dtype=torch.float64)
+    rows, targets = torch.tensor([0, 1, 1, 3, 4]), torch.tensor([2, 0, 10, 7, 7])
+    upstream = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0], dtype=torch.float64)
+
+    def run(fused: bool, dt):
+        h, w = hidden.clone().to(dt).requires_grad_(), weight.clone().to(dt).requires_grad_()
+        if fused:
+            out = HeadTargetLogps.apply(h[rows], w, targets)
+        else:   # the definition, in float64
+            out = torch.log_softmax(h[rows].double() @ w.double().t(), -1)[torch.arange(5), targets]
+        (out.double() * upstream).sum().backward()
+        return out, h.grad, w.grad
+
+    want, want_h, want_w = run(False, torch.float64)
+    got, got_h, got_w = run(True, dtype)
+    assert got.dtype == torch.float32           # log-probs in fp32 also from bf16 inputs
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.3, rtol=0.05)
+    torch.testing.assert_close(got.double(), want, **tol)
+    torch.testing.assert_close(got_h.double(), want_h, **tol)
+    torch.testing.assert_close(got_w.double(), want_w, **tol)
+    # by hand for one row: d logp / d logits = onehot(target) - softmax
+    probs = torch.softmax(hidden[4] @ weight.t(), -1)
+    assert abs(float(want[4]) - float(torch.log(probs[7]))) < 1e-12
+
+
+def test_wrapped_models_are_called_through_their_wrapper(tiny_llama):
+    """Under DDP / FSDP / DeepSpeed only the wrapper's forward syncs gradients: no decoder/head split."""
+    import sdpo.model_forward as mf
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert mf._decoder_and_head(tiny_llama) is not None
+    assert mf._decoder_and_head(Wrapper(tiny_llama)) is None
