@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -244,6 +245,7 @@ def main() -> None:
                 got = run_worker(argv + ["--steps", str(args.steps), "--batch", str(args.batch),
                                          "--prefix-attention", args.prefix_attention], args.device)
                 print(f"  {name}: {json.dumps(got)}", flush=True)
+                shutil.rmtree(argv[2], ignore_errors=True)   # its final checkpoint (~1.3 GB): 24 runs fill a disk
                 mine = results.setdefault(name, {"step_seconds": [], "processed_tokens": [], "peak_mib": 0.0,
                                                  "round_median": []})
                 mine["step_seconds"] += got["step_seconds"][args.warmup:]

@@ -328,6 +328,7 @@ class HeadTargetLogps(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable     # the saved logits become the gradient in place
     def backward(ctx, grad_out: torch.Tensor):
         hidden, weight, targets, logits, lse = ctx.saved_tensors
         grad_out = grad_out.to(logits.dtype)
