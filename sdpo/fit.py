@@ -251,6 +251,9 @@ def fit(cfg: FitConfig) -> FitResult:
     if cfg.batch_size % (cfg.micro_batch_size * world):
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of micro_batch_size x processes = "
                           f"{cfg.micro_batch_size} x {world}")
+    if cfg.prefix_attention == "cache" and world > 1:
+        raise ConfigError(f"prefix_attention=cache cannot run in {world} processes (two forwards before the "
+                          f"backward); allowed there: auto, mask")
     accumulation = cfg.batch_size // (cfg.micro_batch_size * world)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -352,9 +355,6 @@ def fit(cfg: FitConfig) -> FitResult:
     # a second forward before the backward is not allowed under DDP / FSDP / ZeRO or checkpointing;
     # on a GPU one batched call (mask) beats two calls per pair (cache): kernel launches dominate there
     prefix_attention = cfg.prefix_attention
-    if prefix_attention == "cache" and world > 1:
-        raise ConfigError(f"prefix_attention=cache cannot run in {world} processes (two forwards before the "
-                          f"backward); allowed there: auto, mask")
     if prefix_attention == "auto":
         prefix_attention = "mask" if cfg.gradient_checkpointing or world > 1 or accelerator.device.type != "cpu" \
             else "cache"
