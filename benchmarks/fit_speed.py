@@ -50,9 +50,13 @@ def _reply(seed: int, words: int) -> str:
     return " ".join(WORDS[(seed * 7 + i) % len(WORDS)] for i in range(words))
 
 
-def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_words: int, kind: str) -> None:
-    """Write ``n`` synthetic pairs: ``history_turns`` alternating turns, then per side ``segment``
-    agent turns (with partner turns between them) of about ``reply_words`` words each."""
+def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_words: int, kind: str,
+               history_words: int = 30) -> None:
+    """Write ``n`` synthetic pairs: ``history_turns`` alternating turns of ``history_words`` words
+    (an even number, so the trained agent 0 speaks next: each side opens with its turn), then per
+    side ``segment`` agent turns (with partner turns between them) of about ``reply_words`` words each."""
+    if history_turns % 2:
+        raise ValueError(f"history_turns={history_turns}: must be even (agent 0, trained, speaks after the history)")
     from sdpo.pairs_schema import PairRecord, write_pair
     from sotopia_env.episode import Turn
     from sotopia_env.profiles import Profile, Relationship, Scenario, Task
@@ -69,13 +73,13 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
     path.unlink(missing_ok=True)
     for k in range(n):
         history = [Turn(turn=i, agent_index=i % 2, speaker=names[i % 2], action_type="speak",
-                        argument=_reply(k + i, 30)) for i in range(history_turns)]
+                        argument=_reply(k + i, history_words)) for i in range(history_turns)]
         in_history = sum(1 for t in history if t.agent_index == 0)
 
         def side(tag: int) -> list:
             out, i = [], history_turns
             while sum(1 for t in out if t.agent_index == 0) < segment:
-                words = reply_words if i % 2 == 0 else 30
+                words = reply_words if i % 2 == 0 else history_words
                 out.append(Turn(turn=i, agent_index=i % 2, speaker=names[i % 2], action_type="speak",
                                 argument=_reply(k * 3 + i + tag, words + tag)))
                 i += 1
@@ -87,9 +91,44 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
                                              "rejected": (in_history, in_history + segment - 1)}))
 
 
+def trl_rows(pairs_path: Path) -> list[dict]:
+    """The single-turn pairs as TRL's prompt / chosen / rejected strings: the prompt is the trained
+    agent's view of the history, rendered by our formatter with the generation prompt; a reply is
+    that side's one turn (TRL appends the EOS, ``<|im_end|>``, itself)."""
+    from agents.formatter import ConversationTokenizer, agent_messages, render_action
+    from agents.models import load_tokenizer
+    from sdpo.pairs_schema import read_pairs
+
+    conv = ConversationTokenizer(load_tokenizer("embedded"))
+    rows = []
+    for p in read_pairs(pairs_path):
+        reply = {}
+        for side in ("chosen", "rejected"):
+            turns = getattr(p, side)
+            if len(turns) != 1 or turns[0].agent_index != p.agent_index:
+                raise ValueError(f"{pairs_path}: pair {p.pair_id}: {side} must be one turn of agent "
+                                 f"{p.agent_index} for TRL (single-turn pairs), got {len(turns)} turns")
+            reply[side] = render_action(turns[0].action_type, turns[0].argument)
+        rows.append({"prompt": conv._render(agent_messages(p.task, p.agent_index, p.history), True), **reply})
+    return rows
+
+
 def trl_token_count(pairs_path: Path) -> float:
-    """Mean tokens TRL feeds per pair: (prompt + chosen) + (prompt + rejected), from our tokenization
-    (the same tokens: prompt = shared prefix, reply = the target turn)."""
+    """Mean tokens TRL feeds per pair: (prompt + chosen + EOS) + (prompt + rejected + EOS)."""
+    from agents.models import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+
+    def n(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    rows = trl_rows(pairs_path)
+    return sum(2 * n(r["prompt"]) + n(r["chosen"]) + n(r["rejected"]) + 2 for r in rows) / len(rows)
+
+
+def pair_token_count(pairs_path: Path) -> float:
+    """Mean tokens per pair of our tokenization, both sides in full (the history counted twice, as
+    the layout without prefix sharing feeds it): the unit of the prefix-sharing rates."""
     from agents.formatter import ConversationTokenizer
     from agents.models import load_tokenizer
     from sdpo.pairs_schema import read_pairs
@@ -119,19 +158,10 @@ def worker_trl(pairs: str, out: str, steps: int, batch: int, device: str = "cpu"
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from agents.formatter import ConversationTokenizer, agent_messages, render_action
     from agents.models import load_model, load_tokenizer
-    from sdpo.pairs_schema import read_pairs
 
     tokenizer = load_tokenizer("embedded")
-    conv = ConversationTokenizer(tokenizer)
-    rows = []
-    for p in read_pairs(pairs):
-        prompt = conv._render(agent_messages(p.task, p.agent_index, p.history), True)
-        reply = {side: render_action(getattr(p, side)[0].action_type, getattr(p, side)[0].argument)
-                 for side in ("chosen", "rejected")}
-        # TRL appends the EOS (<|im_end|>) itself; our targets also hold the newline after it
-        rows.append({"prompt": prompt, "chosen": reply["chosen"], "rejected": reply["rejected"]})
+    rows = trl_rows(Path(pairs))
     model = load_model("embedded", device=device, dtype=torch.float32)   # the plain rebuild, not GGUF-flagged
     times: list[float] = []
 
@@ -220,17 +250,19 @@ def main() -> None:
         tmp = Path(tmp)
         single, multi = tmp / "single.jsonl", tmp / "multi.jsonl"
         n = args.batch * args.steps
-        # TARGETS.md's shape: a ~346-token prompt and ~120-token replies
-        make_pairs(single, n, history_turns=1, segment=1, reply_words=75, kind="dpo")
+        # TARGETS.md's shape, a ~346-token prompt and ~120-token replies: here the trained agent's first
+        # turn, a 325-token prompt (its system prompt; a history turn adds ~22 tokens of chat template)
+        # and 119-125-token replies
+        make_pairs(single, n, history_turns=0, segment=1, reply_words=104, kind="dpo")
         make_pairs(multi, n, history_turns=4, segment=3, reply_words=40, kind="sdpo")
-        single_tokens, multi_tokens = trl_token_count(single), trl_token_count(multi)
+        single_tokens, multi_tokens = trl_token_count(single), pair_token_count(multi)
         contenders = [("trl", "trl", single), ("ours", "ours", single), ("multi_shared", "ours", multi),
                       ("multi_unshared", "ours_noshare", multi)]
         if args.demo_pairs:
             from sdpo.fit import DEMO_PAIRS
 
             demo = Path(DEMO_PAIRS)   # the workers keep no reference cache, so nothing is written beside it
-            demo_tokens = trl_token_count(demo)
+            demo_tokens = pair_token_count(demo)
             contenders += [("demo_shared", "ours", demo), ("demo_unshared", "ours_noshare", demo)]
         params = sum(p.numel() for p in load_model("embedded", device="cpu").parameters())
 
