@@ -91,15 +91,14 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
                                              "rejected": (in_history, in_history + segment - 1)}))
 
 
-def trl_rows(pairs_path: Path) -> list[dict]:
+def trl_rows(pairs_path: Path, tokenizer) -> list[dict]:
     """The single-turn pairs as TRL's prompt / chosen / rejected strings: the prompt is the trained
     agent's view of the history, rendered by our formatter with the generation prompt; a reply is
     that side's one turn (TRL appends the EOS, ``<|im_end|>``, itself)."""
     from agents.formatter import ConversationTokenizer, agent_messages, render_action
-    from agents.models import load_tokenizer
     from sdpo.pairs_schema import read_pairs
 
-    conv = ConversationTokenizer(load_tokenizer("embedded"))
+    conv = ConversationTokenizer(tokenizer)
     rows = []
     for p in read_pairs(pairs_path):
         reply = {}
@@ -122,7 +121,7 @@ def trl_token_count(pairs_path: Path) -> float:
     def n(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    rows = trl_rows(pairs_path)
+    rows = trl_rows(pairs_path, tokenizer)
     return sum(2 * n(r["prompt"]) + n(r["chosen"]) + n(r["rejected"]) + 2 for r in rows) / len(rows)
 
 
@@ -161,7 +160,7 @@ def worker_trl(pairs: str, out: str, steps: int, batch: int, device: str = "cpu"
     from agents.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer("embedded")
-    rows = trl_rows(Path(pairs))
+    rows = trl_rows(Path(pairs), tokenizer)
     model = load_model("embedded", device=device, dtype=torch.float32)   # the plain rebuild, not GGUF-flagged
     times: list[float] = []
 

@@ -11,7 +11,7 @@ def test_trl_rows_are_our_tokens(tmp_path, embedded_tokenizer):
     path = tmp_path / "single.jsonl"
     make_pairs(path, 3, history_turns=2, segment=1, reply_words=20, kind="dpo", history_words=6)
     tokenized, _ = tokenize_pairs(ConversationTokenizer(embedded_tokenizer), read_pairs(path))
-    rows = trl_rows(path)
+    rows = trl_rows(path, embedded_tokenizer)
     tok = embedded_tokenizer
 
     def ids(text):
@@ -32,11 +32,11 @@ def test_trl_rows_are_our_tokens(tmp_path, embedded_tokenizer):
     assert pair_token_count(path) == trl_token_count(path) + 2
 
 
-def test_trl_rows_refuse_multi_turn_sides(tmp_path):
+def test_trl_rows_refuse_multi_turn_sides(tmp_path, embedded_tokenizer):
     path = tmp_path / "multi.jsonl"
     make_pairs(path, 2, history_turns=2, segment=2, reply_words=10, kind="sdpo", history_words=6)
     with pytest.raises(ValueError, match="must be one turn of agent 0"):
-        trl_rows(path)
+        trl_rows(path, embedded_tokenizer)
 
 
 def test_history_must_end_before_the_trained_agent(tmp_path):
