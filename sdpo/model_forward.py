@@ -5,7 +5,8 @@ row ``[shared prefix | chosen rest | rejected rest]``; a 4D attention mask lets 
 the prefix and itself (causally) but not the other branch, and position ids restart after the
 prefix, so every branch token has the same attention context and position as in a separate
 forward of its own side. Without prefix sharing, the chosen and the rejected sequences are two
-padded rows of one batch (TRL's ``[chosen; rejected]`` concatenation).
+right-padded rows of one batch (TRL's ``[chosen; rejected]`` concatenation), run with plain causal
+attention (no padding mask is needed: no kept position comes after padding).
 
 Two ways to run a packed row (``prefix_attention``):
 
@@ -371,7 +372,11 @@ def target_logps(model, batch: PackedBatch, *, prefix_attention: str = "cache") 
         if batch.branch is not None:
             attention_mask = branch_attention_mask(batch.branch, _model_dtype(model))
         else:
-            attention_mask = batch.attention_mask
+            # Plain rows are right-padded and every kept position comes before its row's padding, so
+            # causal attention alone keeps padding out of every kept output. Without a padding mask the
+            # attention kernel runs causal and skips the blocks above the diagonal; with one it computes
+            # them all (a fifth of an unshared step on fit_speed's multi-turn pairs, same log-probs).
+            attention_mask = None
         inputs = dict(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
                       use_cache=False)
         if split is not None:
