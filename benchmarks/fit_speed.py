@@ -78,7 +78,7 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
                         argument=_reply(k + i, history_words)) for i in range(history_turns)]
         in_history = sum(1 for t in history if t.agent_index == 0)
 
-        def side(tag: int) -> list:
+        def side(k: int, tag: int) -> list:
             out, i = [], history_turns
             while sum(1 for t in out if t.agent_index == 0) < segment:
                 words = reply_words if i % 2 == 0 else history_words
@@ -88,7 +88,7 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
             return out
 
         write_pair(path, PairRecord(pair_id=f"b{k}", kind=kind, task=task, agent_index=0, history=history,
-                                    chosen=side(0), rejected=side(5),
+                                    chosen=side(k, 0), rejected=side(k, 5),
                                     segment={"chosen": (in_history, in_history + segment - 1),
                                              "rejected": (in_history, in_history + segment - 1)}))
 

@@ -254,7 +254,6 @@ def fit(cfg: FitConfig) -> FitResult:
     if cfg.prefix_attention == "cache" and world > 1:
         raise ConfigError(f"prefix_attention=cache cannot run in {world} processes (two forwards before the "
                           f"backward); allowed there: auto, mask")
-    accumulation = cfg.batch_size // (cfg.micro_batch_size * world)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
