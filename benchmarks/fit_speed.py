@@ -228,6 +228,9 @@ def main() -> None:
                         help="history turns before the segment of the synthetic multi-turn pairs (even)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.history_turns < 0 or args.history_turns % 2:
+        parser.error(f"--history-turns {args.history_turns}: must be even and >= 0 (the trained agent 0 "
+                     f"speaks right after the history)")
 
     if args.worker:
         kind, pairs, out = args.worker[:3]
@@ -299,7 +302,9 @@ def main() -> None:
     def fed_ratio(base: str, mine: str) -> str:
         """Tokens a step feeds without sharing / with it: the speed-up sharing would give if a token cost
         the same either way (attention, quadratic in the row length, makes shorter rows a little cheaper)."""
-        return f"{statistics.median(results[base]['processed_tokens']) / statistics.median(results[mine]['processed_tokens']):.2f}x"
+        fed = [statistics.median(results[name]["processed_tokens"]) for name in (base, mine)]
+        return f"{fed[0] / fed[1]:.2f}x"
+
     processed = statistics.median(results["ours"]["processed_tokens"])
     seconds = statistics.median(results["ours"]["step_seconds"])
     flop_use = 6 * params * processed / seconds / flops_ref
