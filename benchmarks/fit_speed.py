@@ -57,8 +57,9 @@ def make_pairs(path: Path, n: int, *, history_turns: int, segment: int, reply_wo
     """Write ``n`` synthetic pairs: ``history_turns`` alternating turns of ``history_words`` words
     (an even number, so the trained agent 0 speaks next: each side opens with its turn), then per
     side ``segment`` agent turns (with partner turns between them) of about ``reply_words`` words each."""
-    if history_turns % 2:
-        raise ValueError(f"history_turns={history_turns}: must be even (agent 0, trained, speaks after the history)")
+    if history_turns < 0 or history_turns % 2:
+        raise ValueError(f"history_turns={history_turns}: must be even and >= 0 (agent 0, trained, speaks after "
+                         f"the history)")
     from sdpo.pairs_schema import PairRecord, write_pair
     from sotopia_env.episode import Turn
     from sotopia_env.profiles import Profile, Relationship, Scenario, Task
@@ -114,12 +115,8 @@ def trl_rows(pairs_path: Path, tokenizer) -> list[dict]:
     return rows
 
 
-def trl_token_count(pairs_path: Path) -> float:
+def trl_token_count(pairs_path: Path, tokenizer) -> float:
     """Mean tokens TRL feeds per pair: (prompt + chosen + EOS) + (prompt + rejected + EOS)."""
-    from agents.models import load_tokenizer
-
-    tokenizer = load_tokenizer("embedded")
-
     def n(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -127,15 +124,14 @@ def trl_token_count(pairs_path: Path) -> float:
     return sum(2 * n(r["prompt"]) + n(r["chosen"]) + n(r["rejected"]) + 2 for r in rows) / len(rows)
 
 
-def pair_token_count(pairs_path: Path) -> float:
+def pair_token_count(pairs_path: Path, tokenizer) -> float:
     """Mean tokens per pair of our tokenization, both sides in full (the history counted twice, as
     the layout without prefix sharing feeds it): the unit of the prefix-sharing rates."""
     from agents.formatter import ConversationTokenizer
-    from agents.models import load_tokenizer
     from sdpo.pairs_schema import read_pairs
     from sdpo.tokenize import tokenize_pairs
 
-    tokenized, _ = tokenize_pairs(ConversationTokenizer(load_tokenizer("embedded")), read_pairs(pairs_path))
+    tokenized, _ = tokenize_pairs(ConversationTokenizer(tokenizer), read_pairs(pairs_path))
     return sum(len(tp.chosen.input_ids) + len(tp.rejected.input_ids) for tp in tokenized) / len(tokenized)
 
 
@@ -228,9 +224,6 @@ def main() -> None:
                         help="history turns before the segment of the synthetic multi-turn pairs (even)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.history_turns < 0 or args.history_turns % 2:
-        parser.error(f"--history-turns {args.history_turns}: must be even and >= 0 (the trained agent 0 "
-                     f"speaks right after the history)")
 
     if args.worker:
         kind, pairs, out = args.worker[:3]
@@ -250,8 +243,9 @@ def main() -> None:
 
     import torch
 
-    from agents.models import load_model
+    from agents.models import load_model, load_tokenizer
 
+    tokenizer = load_tokenizer("embedded")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         single, multi = tmp / "single.jsonl", tmp / "multi.jsonl"
@@ -261,14 +255,14 @@ def main() -> None:
         # and 119-125-token replies
         make_pairs(single, n, history_turns=0, segment=1, reply_words=104, kind="dpo")
         make_pairs(multi, n, history_turns=args.history_turns, segment=3, reply_words=40, kind="sdpo")
-        single_tokens, multi_tokens = trl_token_count(single), pair_token_count(multi)
+        single_tokens, multi_tokens = trl_token_count(single, tokenizer), pair_token_count(multi, tokenizer)
         contenders = [("trl", "trl", single), ("ours", "ours", single), ("multi_shared", "ours", multi),
                       ("multi_unshared", "ours_noshare", multi)]
         if args.demo_pairs:
             from sdpo.fit import DEMO_PAIRS
 
             demo = Path(DEMO_PAIRS)   # the workers keep no reference cache, so nothing is written beside it
-            demo_tokens = pair_token_count(demo)
+            demo_tokens = pair_token_count(demo, tokenizer)
             contenders += [("demo_shared", "ours", demo), ("demo_unshared", "ours_noshare", demo)]
         params = sum(p.numel() for p in load_model("embedded", device="cpu").parameters())
 

@@ -48,7 +48,7 @@ class PackedBatch:
     """Model inputs for a batch of pairs plus where to read each target token's log-prob.
 
     ``input_ids``/``position_ids``: (rows, length); ``branch``: (rows, length) branch id of each
-    position when rows are packed (None: plain right-padded rows, ``attention_mask`` (rows, length)).
+    position when rows are packed (None: plain right-padded rows, run with causal attention alone).
     ``keep``: (rows, length) bool, positions whose logits are needed. For each of the N target
     tokens: ``logit_row`` (N,) its row among the kept positions (row-major), ``target_ids`` (N,),
     ``pair`` (N,) index of its pair in the batch, ``side`` (N,) 0 chosen / 1 rejected, ``turn``
@@ -58,7 +58,6 @@ class PackedBatch:
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    attention_mask: torch.Tensor
     branch: torch.Tensor | None
     keep: torch.Tensor
     logit_row: torch.Tensor
@@ -126,7 +125,7 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, prefix_sharing: bool = True, p
     packed = prefix_sharing and any(tp.rejected is not None for tp in pairs)
     return PackedBatch(
         input_ids=input_ids, position_ids=position_ids,
-        attention_mask=(branch != PADDING).long(), branch=branch if packed else None,
+        branch=branch if packed else None,
         keep=keep, logit_row=rank[t[:, 0], t[:, 1]], target_ids=t[:, 2], pair=t[:, 3], side=t[:, 4],
         turn=t[:, 5], n_turns=n_turns, n_tokens=int((branch != PADDING).sum()))
 

@@ -27,9 +27,9 @@ def test_trl_rows_are_our_tokens(tmp_path, embedded_tokenizer):
             assert tok.decode(targets) == reply + "<|im_end|>\n"
         assert tp.prefix_len == len(prompt)
         expected += 2 * len(prompt) + len(ids(row["chosen"])) + len(ids(row["rejected"])) + 2
-    assert trl_token_count(path) == expected / len(rows)
+    assert trl_token_count(path, tok) == expected / len(rows)
     # both sides in full: TRL's count plus the newline after each side's <|im_end|>
-    assert pair_token_count(path) == trl_token_count(path) + 2
+    assert pair_token_count(path, tok) == trl_token_count(path, tok) + 2
 
 
 def test_trl_rows_refuse_multi_turn_sides(tmp_path, embedded_tokenizer):
@@ -40,5 +40,5 @@ def test_trl_rows_refuse_multi_turn_sides(tmp_path, embedded_tokenizer):
 
 
 def test_history_must_end_before_the_trained_agent(tmp_path):
-    with pytest.raises(ValueError, match="history_turns=1: must be even"):
+    with pytest.raises(ValueError, match="history_turns=1: must be even and >= 0"):
         make_pairs(tmp_path / "p.jsonl", 1, history_turns=1, segment=1, reply_words=10, kind="dpo")
