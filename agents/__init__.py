@@ -4,7 +4,7 @@ import os as _os
 # Importing litellm otherwise fetches its model cost map from the network.
 _os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from .formatter import ConversationFormat, ConversationTokenizer, agent_messages, parse_action, render_action
+from .formatter import ConversationFormat, ConversationTokenizer, agent_messages, parse_action
 from .policy import Policy, TurnRequest, TurnResult, build_policy
 
 _LAZY = {  # heavy imports (torch, litellm) only when used
@@ -23,5 +23,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'agents' has no attribute {name!r}")
 
 
-__all__ = ["ConversationFormat", "ConversationTokenizer", "agent_messages", "parse_action", "render_action",  # noqa: PLE0604
+__all__ = ["ConversationFormat", "ConversationTokenizer", "agent_messages", "parse_action",  # noqa: PLE0604
            "Policy", "TurnRequest", "TurnResult", "build_policy", *_LAZY]

@@ -4,11 +4,14 @@ Rollout (``agents.hf_policy``, ``agents.litellm_policy``) and training (``sdpo.t
 both go through this module, so the tokens a model trains on are exactly the tokens it saw
 when acting.
 
-Message layout (multi-turn, as SDPO trains on):
+Every text comes from ``sotopia_env.render``, in the format's ``prompt_style``. Under
+``sotopia`` a turn's prompt is SOTOPIA 0.1.5's single user message (history, turn number,
+action list, leave rules, format instructions). The ``native`` layout is multi-turn, as SDPO
+trains on:
 
-* ``system``: SOTOPIA's instructions, the scenario, the agent's own background, the partner's
-  background as the relationship allows, the agent's own goal (the partner's is "Unknown"),
-  and the instruction to answer with one JSON action. With ``system_message=False`` this text
+* ``system``: the instructions (who the agent plays, the JSON action format, when to leave),
+  then the background: the scenario, the participants, the agent's own profile, the partner's
+  as the relationship allows, the agent's own goal (the partner's is "Unknown"). With ``system_message=False`` this text
   opens the first user message instead (the authors' layout; note that some chat templates,
   SmolLM2's and Llama-3.1's among them, then insert a default system block of their own).
 * first ``user`` message: ``Conversation Starts:`` and either a note that the agent speaks
@@ -24,67 +27,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sotopia_env.episode import Turn
+from sotopia_env import render
+from sotopia_env.episode import ACTION_TYPES, Turn
 from sotopia_env.errors import DataError
-from sotopia_env.profiles import VISIBLE_PROFILE_FIELDS, Profile, Task
-
-# Action types a model may choose; "none" is what the env fills in when it is not one's turn.
-MODEL_ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
-OMITTED_NOTE = "(Earlier turns of the conversation are omitted.)"
-
-_PROFILE_LINES = (  # field -> how it reads in a background
-    ("age", "{} years old"), ("gender", "Gender: {}"), ("gender_pronoun", "Pronouns: {}"),
-    ("occupation", "Occupation: {}"), ("public_info", "Public info: {}"), ("big_five", "Big Five: {}"),
-    ("moral_values", "Moral values: {}"), ("schwartz_personal_values", "Schwartz values: {}"),
-    ("personality_and_values", "Personality and values: {}"),
-    ("decision_making_style", "Decision-making style: {}"), ("mbti", "MBTI: {}"), ("secret", "Secret: {}"),
-)
+from sotopia_env.profiles import Task
+from sotopia_env.render import OMITTED_NOTE, action_json
 
 
-def describe_profile(profile: Profile, visible: Sequence[str] | None = None) -> str:
-    """A profile as background text; ``visible`` limits it to those fields (None: all, secret included)."""
-    fields = set(visible) if visible is not None else None
-    if fields is not None and not fields:
-        return "Unknown."
-    name = profile.name if fields is None or "first_name" in fields else "Unknown name"
-    parts = [name]
-    for key, fmt in _PROFILE_LINES:
-        if fields is not None and key not in fields:
-            continue
-        value = getattr(profile, key)
-        if isinstance(value, list):
-            value = ", ".join(value)
-        if value not in ("", None, 0):
-            parts.append(fmt.format(value))
-    return "; ".join(parts) + "."
-
-
-def background(task: Task, agent_index: int, max_turns: int = 20) -> str:
-    """What ``agent_index`` knows before the conversation (SOTOPIA's per-agent background)."""
-    me, other = task.profiles[agent_index], task.profiles[1 - agent_index]
-    other_visible = VISIBLE_PROFILE_FIELDS[task.scenario.relationship]
-    other_name = other.name   # both names are always shown (as in SOTOPIA and the env); the profile is not
-    return (
-        f"Imagine you are {me.name}, your task is to act/speak as {me.name} would, keeping in mind "
-        f"{me.name}'s social goal. You can find {me.name}'s background and goal below.\n"
-        f"Note: you may not know the other participant's goal, and your secret is yours alone.\n\n"
-        f"Scenario: {task.scenario.scenario}\n"
-        f"Participants: {me.name} and {other_name}\n"
-        f"{me.name}'s background: {describe_profile(me)}\n"
-        f"{other_name}'s background: {describe_profile(other, other_visible)}\n"
-        f"{me.name}'s goal: {task.scenario.agent_goals[agent_index]}\n"
-        f"{other_name}'s goal: Unknown\n\n"
-        f"The conversation lasts at most {max_turns} turns. Answer with exactly one JSON object "
-        f'{{"action_type": ..., "argument": ...}} and nothing else. "action_type" is one of '
-        f'"speak" (argument: what you say), "non-verbal communication" (argument: the gesture), '
-        f'"action" (argument: the physical action), "leave" (leave the conversation when your goal '
-        f'is reached or cannot be), or "none" (do nothing).'
-    )
-
-
-def render_action(action_type: str, argument: str) -> str:
-    """The canonical JSON text of an action, as it appears in every message."""
-    return json.dumps({"action_type": action_type, "argument": argument}, ensure_ascii=False)
+def system_text(task: Task, agent_index: int, max_turns: int = 20) -> str:
+    """The native style's opening text for ``agent_index``: the instructions, then its background."""
+    return (render.agent_instructions(task.agent_names[agent_index], max_turns) + "\n\n"
+            + render.background(task, agent_index))
 
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
@@ -96,7 +49,7 @@ def _salvage_truncated(text: str) -> tuple[str, str] | None:
     """A JSON action cut off by the reply budget (``{"action_type": "speak", "argument": "Hel``):
     its action type and the argument text it got to; None if it is not one."""
     match = _TRUNCATED_ACTION.match(text)
-    if not match or match.group(1) not in MODEL_ACTION_TYPES:
+    if not match or match.group(1) not in ACTION_TYPES:
         return None
     raw = match.group(2)
     for cut in range(len(raw), max(len(raw) - 6, -1), -1):   # an escape cut in half: drop its start
@@ -107,13 +60,18 @@ def _salvage_truncated(text: str) -> tuple[str, str] | None:
     return None
 
 
-def parse_action(text: str) -> tuple[str, str, bool]:
+def parse_action(text: str, prompt_style: str = "native") -> tuple[str, str, bool]:
     """Read a model's reply as ``(action_type, argument, fallback)``.
 
-    The reply should be SOTOPIA's JSON action. A JSON action cut off by the reply budget keeps
+    The reply should be SOTOPIA's JSON action (under ``prompt_style="sotopia"`` it is first read
+    with SOTOPIA's own parser, which repairs JSON). A JSON action cut off by the reply budget keeps
     its action type and the argument text it reached; anything else is read as plain speech.
     Both are fallbacks (``fallback=True``; the episode record counts them). An empty reply is ``none``.
     """
+    if prompt_style == "sotopia":
+        parsed = render.parse_sotopia_action(text)
+        if parsed is not None:
+            return parsed[0], parsed[1], False
     stripped = text.strip()
     match = _JSON_OBJECT.search(stripped)
     if match:
@@ -121,7 +79,7 @@ def parse_action(text: str) -> tuple[str, str, bool]:
             obj = json.loads(match.group(0))
         except json.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict) and obj.get("action_type") in MODEL_ACTION_TYPES:
+        if isinstance(obj, dict) and obj.get("action_type") in ACTION_TYPES:
             argument = obj.get("argument", "")
             return obj["action_type"], argument if isinstance(argument, str) else json.dumps(argument), False
     if not stripped:
@@ -141,6 +99,9 @@ class ConversationFormat:
     max_turns: int = 20
     skip_none: bool = True
     """Leave out ``none`` actions (doing nothing) from the messages, as SOTOPIA's history does."""
+    prompt_style: str = "native"
+    """``native``: the multi-turn chat layout above; ``sotopia``: SOTOPIA 0.1.5's one user message
+    per turn, byte for byte (``sotopia_env.render``; needs the ``sotopia`` package)."""
 
 
 def agent_messages(task: Task, agent_index: int, turns: Sequence[Turn], *,
@@ -161,7 +122,11 @@ def agent_messages_with_turns(task: Task, agent_index: int, turns: Sequence[Turn
     fmt = fmt or ConversationFormat()
     if agent_index not in (0, 1):
         raise DataError(f"agent_index must be 0 or 1, got {agent_index!r}")
-    bg = background(task, agent_index, fmt.max_turns)
+    if fmt.prompt_style == "sotopia":
+        turn = turns[-1].turn + 1 if turns else 0
+        prompt = render.sotopia_action_prompt(task, agent_index, turns, turn)
+        return [{"role": "user", "content": prompt}], [list(range(len(turns)))]
+    bg = system_text(task, agent_index, fmt.max_turns)
     messages: list[dict] = [{"role": "system", "content": bg}] if fmt.system_message else []
     head = "" if fmt.system_message else bg + "\n\n"
     head += "Conversation Starts:\n" + (OMITTED_NOTE + "\n" if omitted else "")
@@ -174,12 +139,12 @@ def agent_messages_with_turns(task: Task, agent_index: int, turns: Sequence[Turn
     else:
         first = visible.pop(0)
         messages.append({"role": "user",
-                         "content": head + render_action(turns[first].action_type, turns[first].argument)})
+                         "content": head + action_json(turns[first].action_type, turns[first].argument)})
         index.append([first])
     for i in visible:
         t = turns[i]
         role = "assistant" if t.agent_index == agent_index else "user"
-        text = render_action(t.action_type, t.argument)
+        text = action_json(t.action_type, t.argument)
         if messages[-1]["role"] == role:
             messages[-1] = {"role": role, "content": messages[-1]["content"] + "\n" + text}
             index[-1].append(i)
@@ -280,6 +245,10 @@ def fit_messages(task: Task, agent_index: int, turns: Sequence[Turn], count_toke
     messages = agent_messages(task, agent_index, turns, fmt=fmt)
     if budget is None or count_tokens(messages) <= budget:
         return messages, 0
+    if fmt is not None and fmt.prompt_style == "sotopia":
+        raise DataError(f"SOTOPIA's prompt for {task.profiles[agent_index].name!r} in task {task.pk!r} takes "
+                        f"{count_tokens(messages)} tokens, more than the context budget of {budget}; SOTOPIA "
+                        f"sends the whole history, so use a model with a longer context or fewer max_turns")
     lo, hi = 1, len(turns)  # fewest dropped turns that fit lies in [lo, hi]; hi = all of them
     last = agent_messages(task, agent_index, [], fmt=fmt, omitted=1)
     if count_tokens(last) > budget:

@@ -548,9 +548,9 @@ class HFPolicy(Policy):
                                              temps[lo:lo + self.max_batch_size])
             self.stats["generate_seconds"] += time.perf_counter() - start
         results = []
-        for (ids, omitted), tokens in zip(prompts, new_tokens):
+        for request, (ids, omitted), tokens in zip(requests, prompts, new_tokens):
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            action_type, argument, fallback = parse_action(text)
+            action_type, argument, fallback = parse_action(text, (request.fmt or self.fmt).prompt_style)
             results.append(TurnResult(action_type=action_type, argument=argument, prompt_tokens=len(ids),
                                       completion_tokens=len(tokens), fallback=fallback, omitted_turns=omitted,
                                       raw=text))

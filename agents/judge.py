@@ -1,7 +1,11 @@
 """Judges of finished episodes on SOTOPIA's seven dimensions, for both agents.
 
-* ``LLMJudge``: an API model (GPT-4o in the paper) asked for JSON in SOTOPIA v0.1.4's answer
-  shape, at temperature 0; the answer is validated (every dimension of both agents present,
+* ``LLMJudge``: an API model (GPT-4o in the paper) asked at temperature 0. With
+  ``prompt_style="sotopia"`` the request is SOTOPIA 0.1.5's evaluator prompt byte for byte
+  (its rubric, the field descriptions of ``SotopiaDimensions``, read from the installed
+  package) and the answer is read as SOTOPIA reads it (``{"evaluations": {"agent_1": {dim:
+  [reasoning, score]}}}``); with ``native`` our own wording asks for JSON in SOTOPIA v0.1.4's
+  answer shape. Either way the answer is validated (every dimension of both agents present,
   an integer, in range) and re-asked with the problem a bounded number of times; then the
   episode is marked unevaluated (``EpisodeEvaluation.failed``), never scored 0.
 * ``LocalJudge``: offline, on the embedded model. A small model writes poor JSON, so for every
@@ -19,11 +23,13 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+from sotopia_env import render
 from sotopia_env.episode import EpisodeRecord
 from sotopia_env.errors import APIError, DataError
 from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS, AgentEvaluation, EpisodeEvaluation
 
-# What each dimension asks (SOTOPIA v0.1.4's evaluator content, in our words).
+# What each dimension asks in the native style: SOTOPIA's evaluator content in our words
+# (prompt_style="sotopia" sends SOTOPIA's own rubric instead).
 DIMENSION_QUESTIONS: dict[str, str] = {
     "believability": (
         "Does the agent interact in a natural, realistic way (not robotic, not repeating itself), and is its "
@@ -54,39 +60,18 @@ SOTOPIA_AGENT_KEYS = ("agent_1_evaluation", "agent_2_evaluation")
 
 # ------------------------------------------------------------------------- the judge's prompt
 
-def episode_text(record: EpisodeRecord, *, max_turn_lines: int | None = None) -> str:
-    """The scenario, both agents' full backgrounds and goals, and the conversation (turns where
-    someone did nothing are left out), as the judge sees them."""
-    from .formatter import describe_profile
-
-    task = record.task
-    lines = [f"Scenario: {task.scenario.scenario}"]
-    for i, p in enumerate(task.profiles):
-        lines.append(f"Agent {i + 1}: {p.name}. Background: {describe_profile(p)}")
-        lines.append(f"Agent {i + 1} ({p.name})'s goal: {task.scenario.agent_goals[i]}")
-    lines.append(f"Relationship: {task.scenario.relationship.name.replace('_', ' ')}")
-    talk = [f"Turn #{t.turn}: {task.profiles[t.agent_index].name} {_action_text(t.action_type, t.argument)}"
-            for t in record.turns if t.action_type != "none"]
-    if max_turn_lines is not None and len(talk) > max_turn_lines:
-        talk = ["(earlier turns omitted)"] + talk[len(talk) - max_turn_lines:]
-    lines.append("Conversation:\n" + ("\n".join(talk) if talk else "(nobody said anything)"))
-    return "\n".join(lines)
-
-
-def _action_text(action_type: str, argument: str) -> str:
-    return {"speak": f'said: "{argument}"', "non-verbal communication": f"[non-verbal communication] {argument}",
-            "action": f"[action] {argument}", "leave": "left the conversation"}.get(action_type, "did nothing")
-
-
-def judge_messages(record: EpisodeRecord) -> list[dict]:
-    """The LLM judge's request: the episode, the seven dimensions with their ranges, and the JSON
-    answer shape (reasoning, then an integer score, per dimension and agent)."""
+def judge_messages(record: EpisodeRecord, prompt_style: str = "native") -> list[dict]:
+    """The LLM judge's request. ``sotopia``: SOTOPIA's evaluator message. ``native``: the episode,
+    the seven dimensions with their ranges, and the JSON answer shape (reasoning, then an
+    integer score, per dimension and agent)."""
+    if prompt_style == "sotopia":
+        return [{"role": "user", "content": render.sotopia_evaluator_prompt(record.task, record.turns)}]
     names = record.task.agent_names
     dims = "\n".join(f"- {d} (integer from {DIMENSION_RANGES[d][0]} to {DIMENSION_RANGES[d][1]}): "
                      f"{DIMENSION_QUESTIONS[d]}" for d in DIMENSIONS)
     example = {k: {d: ["<reasoning>", 0] for d in DIMENSIONS[:2]} for k in SOTOPIA_AGENT_KEYS}
     instructions = (
-        f"{episode_text(record)}\n\n"
+        f"{render.episode_text(record.task, record.turns)}\n\n"
         f"Evaluate both agents: agent 1 is {names[0]}, agent 2 is {names[1]}. For each agent and each of the "
         f"seven dimensions below, first write your reasoning, then give an integer score in the stated range.\n"
         f"{dims}\n\n"
@@ -151,6 +136,33 @@ def parse_evaluation(obj: dict) -> list[AgentEvaluation]:
     return agents
 
 
+def parse_sotopia_evaluation(obj: dict) -> list[AgentEvaluation]:
+    """Both agents' evaluations from SOTOPIA 0.1.5's answer ``{"evaluations": {"agent_1": {dim:
+    ["reasoning", score], ...}, "agent_2": {...}}}``, validated by SOTOPIA's own answer model
+    (``EvaluationForAgents[SotopiaDimensions]``: every dimension, integer scores in range); the
+    first two evaluations are the two agents, in order, as SOTOPIA reads them."""
+    from pydantic import ValidationError
+
+    if "properties" in obj and isinstance(obj["properties"], dict):  # SOTOPIA's parser accepts a schema echo
+        obj = obj["properties"]
+    try:
+        answer = render.sotopia_evaluation_model().model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise DataError(f"{where}: {first['msg']} (expected {{\"evaluations\": {{\"agent_1\": {{dimension: "
+                        f"[\"reasoning\", integer score]}}, \"agent_2\": {{...}}}}}})") from None
+    evaluations = list(answer.evaluations.values())
+    if len(evaluations) < 2:
+        raise DataError(f'"evaluations" must hold agent_1 and agent_2, got {", ".join(answer.evaluations)}')
+    agents = []
+    for evaluation in evaluations[:2]:
+        dims = evaluation.model_dump()
+        agents.append(AgentEvaluation(scores={d: float(dims[d][1]) for d in DIMENSIONS},
+                                      reasoning={d: str(dims[d][0]) for d in DIMENSIONS}))
+    return agents
+
+
 async def ask_json(client, messages: list[dict], validate: Callable[[dict], object], max_reasks: int = 2, *,
                    max_tokens: int = 2048, usage: dict | None = None):
     """Ask ``client`` (an LLMClient) at temperature 0 for a JSON object and return
@@ -186,25 +198,27 @@ class LLMJudge:
 
     def __init__(self, model: str, api_base: str | None = None, max_reasks: int = 2, *, api_key: str | None = None,
                  max_concurrency: int = 8, timeout: float = 120, max_retries: int = 5, max_tokens: int = 2048,
-                 client=None, **client_settings):
+                 prompt_style: str = "native", client=None, **client_settings):
         from .llm_client import LLMClient
 
         self.model = model
-        self.name = f"llm:{model}"
+        self.prompt_style = render.check_prompt_style(prompt_style)
+        self.name = f"llm:{model}" + (":sotopia" if self.prompt_style == "sotopia" else "")
         self.max_reasks = max_reasks
         self.max_tokens = max_tokens
         self.client = client or LLMClient(model, api_base=api_base, api_key=api_key, max_concurrency=max_concurrency,
                                           timeout=timeout, max_retries=max_retries, **client_settings)
 
     def __repr__(self) -> str:
-        return f"LLMJudge(model={self.model!r}, max_reasks={self.max_reasks})"
+        return f"LLMJudge(model={self.model!r}, max_reasks={self.max_reasks}, prompt_style={self.prompt_style!r})"
 
     async def aevaluate_with_usage(self, record: EpisodeRecord) -> tuple[EpisodeEvaluation, dict]:
         """The evaluation and the judge's token/cost accounting for this episode."""
         usage: dict = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "calls": 0}
         try:
-            agents = await ask_json(self.client, judge_messages(record), parse_evaluation, self.max_reasks,
-                                    max_tokens=self.max_tokens, usage=usage)
+            validate = parse_sotopia_evaluation if self.prompt_style == "sotopia" else parse_evaluation
+            agents = await ask_json(self.client, judge_messages(record, self.prompt_style), validate,
+                                    self.max_reasks, max_tokens=self.max_tokens, usage=usage)
         except APIError as e:  # JudgeError included: stored unevaluated, retried by the next run
             return EpisodeEvaluation.failed(self.name, str(e)), usage
         return EpisodeEvaluation(agents=agents, judge=self.name), usage
@@ -310,12 +324,15 @@ class LocalJudge:
 
     ``max_turn_lines`` keeps only the last conversation lines of very long episodes."""
 
-    def __init__(self, model_id: str = "embedded", *, model=None, tokenizer=None, max_turn_lines: int = 40):
+    def __init__(self, model_id: str = "embedded", *, model=None, tokenizer=None, max_turn_lines: int = 40,
+                 prompt_style: str = "native"):
         from .models import load_model, load_tokenizer
 
+        self.prompt_style = render.check_prompt_style(prompt_style)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_id)
         self.model = (model if model is not None else load_model(model_id)).eval()
-        self.name = f"local:{model_id if model is None else getattr(self.model, 'name_or_path', model_id)}"
+        self.name = f"local:{model_id if model is None else getattr(self.model, 'name_or_path', model_id)}" + (
+            ":sotopia" if self.prompt_style == "sotopia" else "")
         self.max_turn_lines = max_turn_lines
         self._candidates: dict[str, list[list[int]]] = {}
         eos = self.tokenizer.eos_token_id
@@ -333,7 +350,8 @@ class LocalJudge:
         marker = "\u0000QUESTION\u0000"
         rendered = self.tokenizer.apply_chat_template(
             [{"role": "system", "content": system},
-             {"role": "user", "content": episode_text(record, max_turn_lines=self.max_turn_lines) + "\n\n" + marker}],
+             {"role": "user", "content": render.episode_text(record.task, record.turns, style=self.prompt_style,
+                                                             max_turn_lines=self.max_turn_lines) + "\n\n" + marker}],
             tokenize=False, add_generation_prompt=True)
         head, tail = rendered.split(marker)
         prefix = self.tokenizer(head, add_special_tokens=False)["input_ids"]

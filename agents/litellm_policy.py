@@ -47,7 +47,7 @@ class LiteLLMPolicy(Policy):
         temperature = self.temperature if request.temperature is None else request.temperature
         completion = await self.client.complete(messages, temperature=temperature, top_p=self.top_p,
                                                 max_tokens=self.max_new_tokens)
-        action_type, argument, fallback = parse_action(completion.text)
+        action_type, argument, fallback = parse_action(completion.text, (request.fmt or self.fmt).prompt_style)
         result = TurnResult(action_type=action_type, argument=argument, prompt_tokens=completion.prompt_tokens,
                             completion_tokens=completion.completion_tokens, fallback=fallback,
                             omitted_turns=omitted, cost=completion.cost, raw=completion.text)

@@ -25,6 +25,24 @@ from sotopia_env.errors import APIError
 
 litellm.suppress_debug_info = True  # no "Give Feedback" banner on every handled exception
 
+
+async def drain_logging(timeout: float = 10.0) -> None:
+    """Let LiteLLM's background logging queue finish before the event loop closes: some LiteLLM
+    releases (1.80, which the sotopia extra installs) hang in ``asyncio.run``'s shutdown when
+    success handlers are still queued. Bounded by ``timeout``; a no-op where there is no queue."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:
+        return
+    queue = getattr(GLOBAL_LOGGING_WORKER, "_queue", None)
+    if queue is None or getattr(queue, "_loop", asyncio.get_running_loop()) is not asyncio.get_running_loop():
+        return
+    try:
+        await asyncio.wait_for(queue.join(), timeout)
+    except (asyncio.TimeoutError, RuntimeError):
+        pass
+
+
 # Exceptions worth another try: the server may answer next time.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(
     e for e in (getattr(litellm, name, None) for name in (

@@ -85,11 +85,17 @@ LOCAL_PREFIXES = ("hf:",)
 def build_policy(model: str, **settings) -> Policy:
     """A policy for a model string: ``embedded``, ``hf:<id>`` or an existing local folder -> HFPolicy;
     anything else is a LiteLLM model string (``gpt-4o``, ``openai/<name>`` with ``api_base=``,
-    ``hosted_vllm/<name>``, ``ollama/<name>``) -> LiteLLMPolicy. ``settings`` go to the constructor."""
+    ``hosted_vllm/<name>``, ``ollama/<name>``) -> LiteLLMPolicy. ``prompt_style`` (``native`` or
+    ``sotopia``) sets how the policy renders its prompts; other ``settings`` go to the constructor."""
     from pathlib import Path
 
     from .models import is_embedded
 
+    prompt_style = settings.pop("prompt_style", None)
+    if prompt_style is not None:
+        from sotopia_env.render import check_prompt_style
+
+        settings["fmt"] = ConversationFormat(prompt_style=check_prompt_style(prompt_style))
     if is_embedded(model) or model.startswith(LOCAL_PREFIXES) or Path(model).is_dir():
         from .hf_policy import HFPolicy
 

@@ -46,6 +46,8 @@ class EpisodeJob:
     temperatures: tuple[float | None, float | None] = (None, None)
     turn_order: str = "round-robin"
     max_stale_turns: int = 2
+    prompt_style: str = "native"
+    """How both seats' prompts and the env's observations are rendered (``sotopia_env.render``)."""
 
     def __post_init__(self):
         if len(self.policies) != 2:
@@ -176,12 +178,12 @@ class _Run:
 
         start = time.perf_counter()
         env = parallel_env(job.task, max_turns=job.max_turns, max_stale_turns=job.max_stale_turns,
-                           turn_order=job.turn_order)
+                           turn_order=job.turn_order, prompt_style=job.prompt_style)
         options: dict[str, Any] = {"task": job.task}
         if job.history:
             options["history"] = list(job.history)
         env.reset(seed=job.seed, options=options)
-        fmt = ConversationFormat(max_turns=job.max_turns)
+        fmt = ConversationFormat(max_turns=job.max_turns, prompt_style=job.prompt_style)
         seats: list[dict] = [{"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "turns": 0, "fallbacks": 0}
                              for _ in (0, 1)]
         truncations: list[dict] = []
@@ -258,6 +260,10 @@ async def arun_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, 
     finally:
         if run.bar is not None:
             run.bar.close()
+        if "agents.llm_client" in sys.modules:  # an API model was called in this loop
+            from .llm_client import drain_logging
+
+            await drain_logging()
     if run.failures:
         detail = "; ".join(f"{key}: {type(e).__name__}: {e}" for key, e in run.failures[:5])
         raise APIError(f"{len(run.failures)} of {len(todo)} episode(s) could not be played and were not stored "
@@ -274,17 +280,25 @@ def run_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, judge, 
     return asyncio.run(arun_episodes(jobs, store, judge, concurrency=concurrency, progress=progress))
 
 
+def _style_key(prompt_style: str) -> str:
+    """The run-key suffix of a prompt style: none for native (the keys of earlier stores stay valid)."""
+    return "" if prompt_style == "native" else f"|{prompt_style}"
+
+
 def self_chat_jobs(tasks: Sequence[Task], policy: Policy, *, repeats: int = 1, max_turns: int = 20,
-                   seed: int = 0, tags: dict | None = None, prefix: str = "self") -> list[EpisodeJob]:
+                   seed: int = 0, tags: dict | None = None, prefix: str = "self",
+                   prompt_style: str = "native") -> list[EpisodeJob]:
     """One model plays both seats of every task, ``repeats`` times."""
-    return [EpisodeJob(task=t, policies=(policy, policy), run_key=f"{prefix}|{t.pk}|{policy.name}|{rep}",
-                       seed=seed + 1000 * rep + i, max_turns=max_turns,
+    return [EpisodeJob(task=t, policies=(policy, policy),
+                       run_key=f"{prefix}|{t.pk}|{policy.name}|{rep}{_style_key(prompt_style)}",
+                       seed=seed + 1000 * rep + i, max_turns=max_turns, prompt_style=prompt_style,
                        tags={**(tags or {}), "agent_seats": [0, 1], "setting": "self-chat"})
             for rep in range(repeats) for i, t in enumerate(tasks)]
 
 
 def versus_jobs(tasks: Sequence[Task], agent: Policy, partner: Policy, *, repeats: int = 1, max_turns: int = 20,
-                seed: int = 0, tags: dict | None = None, prefix: str = "vs") -> list[EpisodeJob]:
+                seed: int = 0, tags: dict | None = None, prefix: str = "vs",
+                prompt_style: str = "native") -> list[EpisodeJob]:
     """``agent`` against ``partner`` with seats swapped: one episode per seat of every task (only the
     task's ``tested_seat`` when it fixes one, as in SOTOPIA's hard subset)."""
     jobs = []
@@ -293,7 +307,9 @@ def versus_jobs(tasks: Sequence[Task], agent: Policy, partner: Policy, *, repeat
             for seat in ([t.tested_seat] if t.tested_seat is not None else [0, 1]):
                 policies = (agent, partner) if seat == 0 else (partner, agent)
                 jobs.append(EpisodeJob(task=t, policies=policies,
-                                       run_key=f"{prefix}|{t.pk}|{agent.name}|{partner.name}|seat{seat}|{rep}",
+                                       run_key=f"{prefix}|{t.pk}|{agent.name}|{partner.name}|seat{seat}|{rep}"
+                                               f"{_style_key(prompt_style)}",
                                        seed=seed + 1000 * rep + 2 * i + seat, max_turns=max_turns,
+                                       prompt_style=prompt_style,
                                        tags={**(tags or {}), "agent_seats": [seat], "setting": f"vs {partner.name}"}))
     return jobs

@@ -98,7 +98,8 @@ def trl_rows(pairs_path: Path, tokenizer) -> list[dict]:
     """The single-turn pairs as TRL's prompt / chosen / rejected strings: the prompt is the trained
     agent's view of the history, rendered by our formatter with the generation prompt; a reply is
     that side's one turn (TRL appends the EOS, ``<|im_end|>``, itself)."""
-    from agents.formatter import ConversationTokenizer, agent_messages, render_action
+    from agents.formatter import ConversationTokenizer, agent_messages
+    from sotopia_env.render import action_json
     from sdpo.pairs_schema import read_pairs
 
     conv = ConversationTokenizer(tokenizer)
@@ -110,7 +111,7 @@ def trl_rows(pairs_path: Path, tokenizer) -> list[dict]:
             if len(turns) != 1 or turns[0].agent_index != p.agent_index:
                 raise ValueError(f"{pairs_path}: pair {p.pair_id}: {side} must be one turn of agent "
                                  f"{p.agent_index} for TRL (single-turn pairs), got {len(turns)} turns")
-            reply[side] = render_action(turns[0].action_type, turns[0].argument)
+            reply[side] = action_json(turns[0].action_type, turns[0].argument)
         rows.append({"prompt": conv._render(agent_messages(p.task, p.agent_index, p.history), True), **reply})
     return rows
 

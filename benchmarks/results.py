@@ -340,7 +340,8 @@ def markdown_report(doc: dict, *, title: str = "SOTOPIA results") -> str:
     conf = round(doc.get("confidence", 0.95) * 100)
     parts = [f"# {title}", "",
              (f"Mean ± half-width of the {conf} % confidence interval (Student t over episodes). "
-             f"`all`: every task; `hard`: SOTOPIA's hard subset, tested seat only."), "",
+             f"`all`: every task; `hard`: SOTOPIA's hard subset, tested seat only. Prompt style: "
+             f"`{doc.get('config', {}).get('prompt_style', 'native')}`."), "",
              markdown_table(summaries, role="agent")]
     if any(s.role == "partner" for s in summaries):
         parts += ["", "Partner:", "", markdown_table(summaries, role="partner")]

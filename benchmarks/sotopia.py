@@ -25,7 +25,13 @@ Options (hydra structured config, ``SotopiaBenchConfig``; ``--help`` lists them)
   (``gpt-4o``, the paper's judge).
 * ``tasks``: ``test`` (the built-in test set), ``hard`` (its hard subset) or ``files``
   (official SOTOPIA JSON/JSONL through ``sotopia_env.loader``: ``scenarios``, ``profiles``,
-  ``combos``); ``limit``: only the first N tasks (``null``: all).
+  ``combos``, optionally ``relationships`` to check each combo's pair against SOTOPIA's
+  relationship profiles; what loading read and cleaned is printed in one paragraph);
+  ``limit``: only the first N tasks (``null``: all).
+
+* ``prompt_style``: ``native`` (default) or ``sotopia`` (SOTOPIA 0.1.5's own agent and
+  evaluator prompts, byte for byte; ``pip install -e ".[sotopia]"``). The style is printed
+  with the results and stored in ``run.json``; resuming with another style is refused.
 
 Seats: in self-chat both seats are the agent. Against a partner the agent plays each seat
 once, except with ``tasks=hard`` (or an ``environment_list``), where a task with a fixed ``tested_seat`` is played only
@@ -66,7 +72,14 @@ API_MAX_NEW_TOKENS = 1024
 """Default reply budget of API models (it only caps; they rarely use it)."""
 # Settings that must match for a resumed run to reuse stored episodes.
 RESUME_FIELDS = ("agent", "agent_api_base", "partner", "partner_api_base", "judge", "judge_api_base",
-                 "temperature", "top_p", "max_new_tokens", "max_turns", "max_stale_turns")
+                 "temperature", "top_p", "max_new_tokens", "max_turns", "max_stale_turns", "prompt_style")
+
+
+class PromptStyle(str, Enum):
+    """How prompts are rendered (``sotopia_env.render``)."""
+
+    native = "native"
+    sotopia = "sotopia"
 
 
 class TaskSet(str, Enum):
@@ -99,6 +112,9 @@ class SotopiaBenchConfig:
     """tasks=files: SOTOPIA agent profiles."""
     combos: Optional[str] = None
     """tasks=files: SOTOPIA env-agent combos (the tasks)."""
+    relationships: Optional[str] = None
+    """tasks=files, optional: SOTOPIA relationship profiles; combos whose pair has none of the
+    scenario's relationship are counted in the printed load summary."""
     environment_list: Optional[str] = None
     """tasks=files, optional: a SOTOPIA environment-list file (e.g. the hard subset, with the
     tested seat per scenario); only its scenarios' tasks are played."""
@@ -115,6 +131,10 @@ class SotopiaBenchConfig:
     """Turn limit of an episode. Default 6 for the quick look; SOTOPIA and the paper use 20
     (and compare at 10)."""
     max_stale_turns: int = 2
+    prompt_style: PromptStyle = PromptStyle.native
+    """native | sotopia: how the agent, partner and judge prompts are rendered. ``sotopia`` sends
+    SOTOPIA 0.1.5's own prompts and rubric byte for byte (needs pip install -e ".[sotopia]"); use
+    it for numbers comparable with SOTOPIA's and the paper's."""
     concurrency: int = 8
     """Episodes played at once (local models batch their turns; API calls are bounded by it)."""
     output_dir: Optional[str] = None
@@ -127,6 +147,9 @@ class SotopiaBenchConfig:
     progress: bool = True
 
     def __post_init__(self):
+        from sotopia_env.render import check_prompt_style
+
+        self.prompt_style = PromptStyle(check_prompt_style(self.prompt_style))
         if isinstance(self.tasks, str):
             try:
                 self.tasks = TaskSet(self.tasks)
@@ -164,6 +187,7 @@ class SotopiaBenchConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["tasks"] = self.tasks.value
+        d["prompt_style"] = self.prompt_style.value
         return d
 
 
@@ -191,7 +215,10 @@ def load_task_set(cfg: SotopiaBenchConfig) -> list:
     if cfg.tasks is TaskSet.files:
         from sotopia_env import loader
 
-        tasks = loader.load_tasks(cfg.scenarios, cfg.profiles, cfg.combos)
+        load_report = loader.LoadReport()
+        tasks = loader.load_tasks(cfg.scenarios, cfg.profiles, cfg.combos, cfg.relationships,
+                                  report=load_report)
+        print(f"data: {load_report.summary()}", file=sys.stderr)
         if cfg.environment_list:
             lists = loader.load_environment_lists(cfg.environment_list)
             names = [lst.name for lst in lists]
@@ -243,6 +270,7 @@ def build_models(cfg: SotopiaBenchConfig):
     def policy(model: str, api_base: str | None):
         settings: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p,
                                     "max_new_tokens": reply_budget(cfg, model)}
+        settings["prompt_style"] = cfg.prompt_style.value
         if _is_local(model):
             settings["device"] = cfg.device
             settings["max_batch_size"] = max(2, cfg.concurrency)
@@ -264,11 +292,12 @@ def build_judge(cfg: SotopiaBenchConfig, policies=()):
 
         for p in policies:  # reuse an already loaded embedded model (and save its load time and memory)
             if is_embedded(getattr(p, "name", "")) and getattr(p, "adapter", None) is None and hasattr(p, "model"):
-                return LocalJudge(model=p.model, tokenizer=p.tokenizer)
-        return LocalJudge(model_id="embedded")
+                return LocalJudge(model=p.model, tokenizer=p.tokenizer, prompt_style=cfg.prompt_style.value)
+        return LocalJudge(model_id="embedded", prompt_style=cfg.prompt_style.value)
     from agents.judge import LLMJudge
 
-    return LLMJudge(cfg.judge, api_base=cfg.judge_api_base, max_concurrency=cfg.concurrency)
+    return LLMJudge(cfg.judge, api_base=cfg.judge_api_base, max_concurrency=cfg.concurrency,
+                    prompt_style=cfg.prompt_style.value)
 
 
 # --- The run ----------------------------------------------------------------------------------
@@ -332,7 +361,7 @@ def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
             jobs.append(EpisodeJob(task=task, policies=policies, run_key=key,
                                    seed=(cfg.seed * 1_000_003 + zlib.crc32(key.encode())) % 2**31,
                                    max_turns=cfg.max_turns, max_stale_turns=cfg.max_stale_turns,
-                                   tags={"agent_seats": seats, "benchmark": "sotopia",
+                                   prompt_style=cfg.prompt_style.value, tags={"agent_seats": seats, "benchmark": "sotopia",
                                          "setting": "self-chat" if cfg.self_chat else f"vs {cfg.partner}"}))
         run_episodes(jobs, store, judge, concurrency=cfg.concurrency, progress=cfg.progress)
         ran = len(jobs)
@@ -357,7 +386,7 @@ def report(outcome: BenchmarkOutcome) -> str:
     """The text printed at the end of a run: table, counts, usage, file paths."""
     doc = outcome.doc
     c, u = doc["counts"], doc["usage"]
-    lines = [outcome.table, ""]
+    lines = [f"prompt style: {doc.get('config', {}).get('prompt_style', 'native')}", outcome.table, ""]
     lines.append(f"episodes: {c['evaluated']} evaluated, {c['unevaluated']} unevaluated (judge failed"
                  f"{'; run the same command again to retry them' if c['unevaluated'] else ''}), "
                  f"{outcome.ran} played now, {outcome.wall_seconds:.1f} s")

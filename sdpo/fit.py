@@ -270,6 +270,10 @@ def fit(cfg: FitConfig) -> FitResult:
             raise DataError(f"loss={cfg.loss.value} needs a rejected side, but {len(one_sided)} pair(s) have none "
                             f"(e.g. {one_sided[0]!r}); use loss=sft or loss=preferred_sft", path=cfg.data,
                             field="rejected")
+    styles = sorted({p.format.prompt_style for p in pairs})
+    if len(styles) > 1:  # the two layouts pack differently (one row per turn under sotopia)
+        raise DataError(f"the pairs mix prompt styles ({', '.join(styles)}); train each style from its own file",
+                        path=cfg.data, field="format.prompt_style")
     tokenized, stats = tokenize_pairs(conv, pairs, cfg.max_length, progress=cfg.progress and accelerator.is_main_process)
     if is_sft:   # behavioural cloning reads the chosen side only
         tokenized = [dataclasses.replace(tp, rejected=None, prefix_len=0) for tp in tokenized]

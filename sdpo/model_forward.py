@@ -83,7 +83,7 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, prefix_sharing: bool = True, p
         sides = [(0, tp.chosen)] + ([(1, tp.rejected)] if tp.rejected is not None else [])
         for s, side in sides:
             n_turns[b, s] = side.n_turns
-        if prefix_sharing and tp.rejected is not None:
+        if prefix_sharing and tp.rejected is not None and not (tp.chosen.rows or tp.rejected.rows):
             p = tp.prefix_len
             c, r = tp.chosen, tp.rejected
             ids = c.input_ids + r.input_ids[p:]
@@ -103,11 +103,12 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, prefix_sharing: bool = True, p
                     targets.append((row, source, r.input_ids[q], b, 1, k))
         else:
             for s, side in sides:
-                row = len(rows)
-                rows.append((side.input_ids, list(range(len(side.input_ids))), [CHOSEN] * len(side.input_ids)))
-                for q, k in enumerate(side.turn_index):
-                    if k != NO_TURN:
-                        targets.append((row, q - 1, side.input_ids[q], b, s, k))
+                for ids, turn_index in side.rows or [(side.input_ids, side.turn_index)]:
+                    row = len(rows)
+                    rows.append((ids, list(range(len(ids))), [CHOSEN] * len(ids)))
+                    for q, k in enumerate(turn_index):
+                        if k != NO_TURN:
+                            targets.append((row, q - 1, ids[q], b, s, k))
     length = max(len(ids) for ids, _, _ in rows)
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), length), dtype=torch.long)
@@ -122,7 +123,8 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, prefix_sharing: bool = True, p
     # Rank of each kept position in row-major order = its row in the (kept, vocab) logits.
     rank = torch.full((len(rows), length), -1, dtype=torch.long)
     rank[keep] = torch.arange(int(keep.sum()))
-    packed = prefix_sharing and any(tp.rejected is not None for tp in pairs)
+    packed = prefix_sharing and any(tp.rejected is not None and not (tp.chosen.rows or tp.rejected.rows)
+                                    for tp in pairs)
     return PackedBatch(
         input_ids=input_ids, position_ids=position_ids,
         branch=branch if packed else None,

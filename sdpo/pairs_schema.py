@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.formatter import ConversationFormat
+from sotopia_env.render import PROMPT_STYLES
 from sotopia_env.episode import Turn, append_jsonl, read_jsonl
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import Task
@@ -177,6 +178,9 @@ class PairRecord:
         if unknown:
             raise DataError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fmt_fields))}",
                             field="format", **where)
+        if fmt_dict.get("prompt_style", "native") not in PROMPT_STYLES:
+            raise DataError(f"{fmt_dict['prompt_style']!r} is not a prompt style; allowed: {', '.join(PROMPT_STYLES)}",
+                            field="format.prompt_style", **where)
         return cls(pair_id=d["pair_id"], kind=kind, task=task, agent_index=agent_index, history=history,
                    chosen=chosen, rejected=rejected, segment=segment, scores=dict(d.get("scores") or {}),
                    provenance=dict(d.get("provenance") or {}), format=ConversationFormat(**fmt_dict))

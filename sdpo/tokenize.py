@@ -6,7 +6,13 @@ are the tokens the policy saw at rollout. Only the trained agent's turns inside 
 targets; every target token carries the index of its turn within the segment (0 = the error
 turn), so the fit loop can sum token log-probs into per-turn log-probs.
 
-Truncation to ``max_length`` (4096 by default, counted per side) drops whole turns from the
+Under ``prompt_style="sotopia"`` a turn's prompt is SOTOPIA's one user message holding the whole
+history, so a side runs as several rows, one per trained turn of the segment (that turn's
+prompt and the agent's JSON action), each exactly what the policy saw when it acted; such
+pairs share no prefix and are not truncated (SOTOPIA sends the whole history): a row longer than
+``max_length`` skips the pair.
+
+Native truncation to ``max_length`` (4096 by default, counted per side) drops whole turns from the
 start of the shared history, the same turns on both sides, and notes the omission in the first
 user message. The background (system message) and the segment's turns are never dropped: the
 segment lies in each side's own turns (``sdpo.pairs_schema``), and only history is cut. A pair
@@ -19,6 +25,7 @@ from typing import Sequence
 
 from agents.formatter import ConversationTokenizer, agent_messages_with_turns
 from sotopia_env.episode import Turn
+from sotopia_env.render import action_json
 
 from .pairs_schema import PairRecord
 
@@ -39,6 +46,9 @@ class TokenizedSide:
     input_ids: list[int]
     turn_index: list[int]
     n_turns: int
+    rows: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    """Under the sotopia prompt style: the side's rows, ``(input_ids, turn_index)`` per trained
+    turn; ``input_ids`` and ``turn_index`` are then their concatenation (for counting only)."""
 
     @property
     def n_targets(self) -> int:
@@ -103,8 +113,32 @@ def _turn_owners(conv: ConversationTokenizer, span_ids: list[int], n_turns: int)
     return owners
 
 
+def _tokenize_side_per_turn(conv: ConversationTokenizer, pair: PairRecord, side: str) -> TokenizedSide:
+    """The sotopia layout: one row per trained turn of the segment, its prompt as the policy saw it."""
+    turns = list(pair.history) + list(getattr(pair, side))
+    first, last = pair.segment[side]
+    rows: list[tuple[list[int], list[int]]] = []
+    number = -1
+    for i, t in enumerate(turns):
+        if t.agent_index != pair.agent_index:
+            continue
+        number += 1
+        if not first <= number <= last or t.action_type == "none" and pair.format.skip_none:
+            continue
+        prompt, _ = agent_messages_with_turns(pair.task, pair.agent_index, turns[:i], fmt=pair.format)
+        encoded = conv.encode_session(prompt + [{"role": "assistant", "content": action_json(t.action_type,
+                                                                                             t.argument)}])
+        (start, end), = encoded.assistant_spans
+        index = [NO_TURN] * start + [number - first] * (end - start) + [NO_TURN] * (len(encoded.input_ids) - end)
+        rows.append((encoded.input_ids, index))
+    return TokenizedSide(input_ids=[x for ids, _ in rows for x in ids], turn_index=[k for _, ti in rows for k in ti],
+                         n_turns=last - first + 1, rows=rows)
+
+
 def tokenize_side(conv: ConversationTokenizer, pair: PairRecord, side: str, omitted: int = 0) -> TokenizedSide:
     """Tokenize history[omitted:] + ``side``'s turns from the trained agent's view (see module doc)."""
+    if pair.format.prompt_style == "sotopia":
+        return _tokenize_side_per_turn(conv, pair, side)
     history = pair.history[omitted:]
     side_turns: Sequence[Turn] = getattr(pair, side)
     turns = list(history) + list(side_turns)
@@ -143,6 +177,12 @@ def shared_prefix_len(chosen: TokenizedSide, rejected: TokenizedSide) -> int:
 def tokenize_pair(conv: ConversationTokenizer, pair: PairRecord, max_length: int = 4096) -> TokenizedPair | None:
     """Tokenize a pair, dropping the oldest history turns until every side fits ``max_length``
     tokens; None when it does not fit even with no history left."""
+    if pair.format.prompt_style == "sotopia":
+        sides = {side: tokenize_side(conv, pair, side) for side in pair.sides}
+        if max(len(ids) for s in sides.values() for ids, _ in s.rows or [([], [])]) > max_length:
+            return None
+        return TokenizedPair(pair_id=pair.pair_id, kind=pair.kind, chosen=sides["chosen"],
+                             rejected=sides.get("rejected"), prefix_len=0)
     for omitted in range(len(pair.history) + 1):
         sides = {side: tokenize_side(conv, pair, side, omitted) for side in pair.sides}
         if max(len(s.input_ids) for s in sides.values()) <= max_length:

@@ -42,20 +42,27 @@ says so; a missing action of an agent whose turn it is counts as `none`.
 
 ### Observations
 
-Text, as that agent may see it (SOTOPIA's visibility rules): the scenario, both names, the
-relationship, its own full profile (secret included), the partner's profile as the
-relationship allows (`sotopia_env.profiles.VISIBLE_PROFILE_FIELDS`; never the partner's
-secret), its own goal and `Unknown` for the partner's, then the conversation so far
-(`Turn #t: <name> said: "..."`) and whose turn it is. `infos[agent]` holds the structured
-state: `turn`, `agent_index`, `is_my_turn`, `next_agents`, `available_actions`,
-`ignored_action`; at the end also `termination` and, with an evaluator, `evaluation`.
+Text, as that agent may see it, rendered by `sotopia_env.render` in the env's `prompt_style`:
+
+* `native` (default): the scenario, both names in seat order, its own profile (secret
+  included), the partner's profile as the relationship allows (never the secret), its own
+  goal and `Unknown` for the partner's, the conversation so far (`Turn #t: <name> said:
+  "..."`) and whose turn it is.
+* `sotopia`: the history SOTOPIA 0.1.5's agent has received so far, byte for byte (needs
+  the `sotopia` package: `pip install -e ".[sotopia]"`).
+
+`infos[agent]` holds the structured state: `turn`, `agent_index`, `is_my_turn`,
+`next_agents`, `available_actions`, `ignored_action`; at the end also `termination` and,
+with an evaluator, `evaluation`.
 
 ### Ending and rewards
 
 The episode ends after `max_turns` turns (20), when an agent leaves, or after more than
 `max_stale_turns` (2) consecutive turns where everyone whose turn it was did nothing
-(`sotopia_env.termination`). All three are terminations (the turn limit is part of the
-task, not a time limit), so `truncations` stay False. Rewards are 0 until the end; at the
+(`sotopia_env.termination`). As in Gymnasium and PettingZoo, running out of turns is a time
+limit: `truncations` is True and `terminations` False on that step; a leave or a stale
+conversation is a termination. SOTOPIA's reason (`"max_turns"`, `"leave"`, `"stale"`) is in
+`infos[agent]["termination"]` either way. Rewards are 0 until the end; at the
 end the env calls `evaluator.evaluate(record)` (if an evaluator is set) and the reward is
 `reward_weights` applied to each agent's scores (the goal score by default). A judge
 failure gives a NaN reward, never a fake 0. Runners that judge asynchronously leave
@@ -66,7 +73,7 @@ failure gives a NaN reward, never a fake 0. Runners that judge asynchronously le
 ``` python
 sotopia_env.parallel_env(task=None, *, turn_order="round-robin", max_turns=20,
                          max_stale_turns=2, evaluator=None, reward_weights=None,
-                         render_mode=None)
+                         render_mode=None, prompt_style="native")
 ```
 
 `task`: a `Task` or a built-in task id (`sotopia_env.get_task`); None: the first built-in
@@ -77,6 +84,9 @@ history, turn counter and next speaker; the record's seed by default).
 
 ### Version history
 
+* v1: the turn limit is reported as a truncation (was a termination); observations come
+  from `sotopia_env.render` (SOTOPIA's profile fields only, participants in seat order, goal
+  markup rendered); `prompt_style`.
 * v0: initial release.
 """
 
@@ -95,115 +105,15 @@ from pettingzoo import ParallelEnv
 from .episode import ACTION_TYPES, EpisodeRecord, Turn
 from .errors import ConfigError, DataError
 from .evaluation import EpisodeEvaluation, Evaluator, RewardWeights
-from .profiles import VISIBLE_PROFILE_FIELDS, Profile, Relationship, Task
-from .termination import RuleBasedTermination
+from .profiles import Task
+from .render import check_prompt_style, observation, turn_line
+from .termination import TIME_LIMIT, RuleBasedTermination
 
-__all__ = [
-    "ACTION_TEXT",
-    "TURN_ORDERS",
-    "SotopiaEnv",
-    "aec_env",
-    "parallel_env",
-    "render_action",
-    "render_background",
-    "render_history",
-    "render_profile",
-    "render_turn",
-]
+__all__ = ["TURN_ORDERS", "SotopiaEnv", "aec_env", "parallel_env"]
 
 TURN_ORDERS: tuple[str, ...] = ("round-robin", "simultaneous", "random")
 MAX_ARGUMENT_CHARS = 20_000
 _OPTION_KEYS = ("task", "history", "branch_turn")
-
-# ---------------------------------------------------------------------------------------------
-# SOTOPIA-style rendering (one table per thing rendered)
-# ---------------------------------------------------------------------------------------------
-
-ACTION_TEXT: dict[str, str] = {
-    "none": "did nothing",
-    "speak": 'said: "{}"',
-    "non-verbal communication": "[non-verbal communication] {}",
-    "action": "[action] {}",
-    "leave": "left the conversation",
-}
-
-RELATIONSHIP_TEXT: dict[Relationship, str] = {
-    Relationship.stranger: "{} and {} are strangers.",
-    Relationship.know_by_name: "{} and {} know each other by name.",
-    Relationship.acquaintance: "{} and {} are acquaintances.",
-    Relationship.friend: "{} and {} are friends.",
-    Relationship.romantic_relationship: "{} and {} are in a romantic relationship.",
-    Relationship.family_member: "{} and {} are family members.",
-}
-
-PROFILE_FIELD_TEXT: tuple[tuple[str, str], ...] = (
-    ("age", "{} years old"),
-    ("gender", "gender: {}"),
-    ("gender_pronoun", "pronouns: {}"),
-    ("occupation", "occupation: {}"),
-    ("public_info", "public info: {}"),
-    ("big_five", "Big Five personality: {}"),
-    ("moral_values", "moral values: {}"),
-    ("schwartz_personal_values", "Schwartz values: {}"),
-    ("personality_and_values", "personality and values: {}"),
-    ("decision_making_style", "decision-making style: {}"),
-    ("mbti", "MBTI: {}"),
-    ("secret", "secret: {}"),
-)
-_ALL_PROFILE_FIELDS = ("first_name", "last_name") + tuple(f for f, _ in PROFILE_FIELD_TEXT)
-
-
-def render_action(action_type: str, argument: str) -> str:
-    """An action as SOTOPIA renders it in the shared history (``said: "..."`` etc.)."""
-    return ACTION_TEXT[action_type].format(argument)
-
-
-def render_turn(turn: Turn, name: str | None = None) -> str:
-    """One line of the conversation: ``Turn #3: Mia Chen said: "Hi"``."""
-    return f"Turn #{turn.turn}: {name or turn.speaker} {ACTION_TEXT[turn.action_type].format(turn.argument)}"
-
-
-def render_history(task: Task, turns: Sequence[Turn], *, skip_none: bool = False) -> str:
-    """The conversation as text, one turn a line; ``skip_none`` leaves out turns where someone
-    did nothing (what SOTOPIA's judge sees)."""
-    names = task.agent_names
-    return "\n".join(
-        render_turn(t, names[t.agent_index]) for t in turns if not (skip_none and t.action_type == "none")
-    )
-
-
-def render_profile(profile: Profile, fields: Sequence[str] = _ALL_PROFILE_FIELDS) -> str:
-    """A profile restricted to ``fields`` (all of them, secret included, by default)."""
-    if not fields:
-        return "Unknown."
-    shown = set(fields)
-    parts = [profile.name if "first_name" in shown else "Name unknown"]
-    for key, text in PROFILE_FIELD_TEXT:
-        value = getattr(profile, key) if key in shown else None
-        if isinstance(value, list):
-            value = ", ".join(value)
-        if value:
-            parts.append(text.format(str(value).rstrip(". ")))
-    return "; ".join(parts) + "."
-
-
-def render_background(task: Task, agent_index: int) -> str:
-    """What ``agent_index`` knows before the conversation: scenario, names, relationship, its own
-    profile and goal, the partner's profile as the relationship allows, the partner's goal as Unknown."""
-    me, other = task.profiles[agent_index], task.profiles[1 - agent_index]
-    first, second = task.agent_names
-    relationship = task.scenario.relationship
-    return (
-        "Here is the context of this interaction:\n"
-        f"Scenario: {task.scenario.scenario}\n"
-        f"Participants: {first} and {second}\n"
-        f"Relationship: {RELATIONSHIP_TEXT[relationship].format(first, second)}\n"
-        f"{me.name}'s background: {render_profile(me)}\n"
-        f"{other.name}'s background: {render_profile(other, VISIBLE_PROFILE_FIELDS[relationship])}\n"
-        f"{me.name}'s goal: {task.scenario.agent_goals[agent_index]}\n"
-        f"{other.name}'s goal: Unknown"
-    )
-
 
 class _AnyText(spaces.Text):
     """A Text space over all of Unicode: ``contains`` accepts any string within the length
@@ -221,7 +131,7 @@ class _AnyText(spaces.Text):
 class SotopiaEnv(ParallelEnv):
     """Two characters talking in a SOTOPIA scenario; see the module docstring for the manual."""
 
-    metadata = {"name": "sotopia_v0", "render_modes": ["human", "ansi"], "is_parallelizable": True}
+    metadata = {"name": "sotopia_v1", "render_modes": ["human", "ansi"], "is_parallelizable": True}
 
     def __init__(
         self,
@@ -233,6 +143,7 @@ class SotopiaEnv(ParallelEnv):
         evaluator: Evaluator | None = None,
         reward_weights: RewardWeights | Mapping[str, float] | None = None,
         render_mode: str | None = None,
+        prompt_style: str = "native",
     ):
         turn_order = getattr(turn_order, "value", turn_order)  # accept an Enum from a hydra config
         if turn_order not in TURN_ORDERS:
@@ -257,6 +168,7 @@ class SotopiaEnv(ParallelEnv):
                 f"got {type(reward_weights).__name__}"
             )
         self.turn_order = turn_order
+        self.prompt_style = check_prompt_style(prompt_style)
         self.termination_rules = RuleBasedTermination(max_turns, max_stale_turns)
         self.max_turns, self.max_stale_turns = max_turns, max_stale_turns
         self.evaluator = evaluator
@@ -418,11 +330,14 @@ class SotopiaEnv(ParallelEnv):
             self.agents = []
         if self.render_mode == "human":
             self.render()
+        # Gymnasium's and PettingZoo's convention: running out of turns is a time limit
+        # (truncation); a leave or a stale conversation ends the episode itself (termination).
+        timed_out = self.termination == TIME_LIMIT
         return (
             observations,
             rewards,
-            dict.fromkeys(live, self.termination is not None),
-            dict.fromkeys(live, False),
+            dict.fromkeys(live, self.termination is not None and not timed_out),
+            dict.fromkeys(live, timed_out),
             infos,
         )
 
@@ -513,7 +428,6 @@ class SotopiaEnv(ParallelEnv):
         self.possible_agents = list(names)
         self.observation_spaces = dict.fromkeys(names, self._observation_space)
         self.action_spaces = dict.fromkeys(names, self._action_space)
-        self._backgrounds = [render_background(task, i) + "\n\nConversation so far:" for i in (0, 1)]
 
     def _start_seed(self, seed: int | None) -> None:
         if seed is not None:
@@ -580,7 +494,7 @@ class SotopiaEnv(ParallelEnv):
         """Apply the actions of one turn (those of the agents whose turn it was)."""
         for t in taken:
             self.history.append(t)
-            self._lines.append(render_turn(t, self._names[t.agent_index]))
+            self._lines.append(turn_line(t, self._names[t.agent_index]))
         left = False
         stale = True
         for t in taken:
@@ -635,25 +549,10 @@ class SotopiaEnv(ParallelEnv):
             )
 
     def _observations(self) -> dict[str, str]:
-        conversation = "\n" + "\n".join(self._lines) if self._lines else "\n(nothing yet)"
-        if self.termination is not None:
-            status = f"\n\nThe conversation has ended ({self.termination}) after {self.turn} turns."
-            return {name: self._backgrounds[i] + conversation + status for i, name in enumerate(self._names)}
-        speakers = self._speakers(self.turn)
-        observations = {}
-        for seat, name in enumerate(self._names):
-            if seat in speakers:
-                status = (
-                    f"\n\nYou are at Turn #{self.turn}. It is your turn: speak, non-verbal communication, "
-                    f"action, leave or none."
-                )
-            else:
-                status = (
-                    f"\n\nYou are at Turn #{self.turn}. It is {self._names[1 - seat]}'s turn; you can only "
-                    f"do nothing (none)."
-                )
-            observations[name] = self._backgrounds[seat] + conversation + status
-        return observations
+        speakers = () if self.termination is not None else self._speakers(self.turn)
+        return {name: observation(self.task, seat, self.history, self.turn, speakers=speakers,
+                                  termination=self.termination, style=self.prompt_style)
+                for seat, name in enumerate(self._names)}
 
     def _infos(self, ignored: list[bool]) -> dict[str, dict]:
         done = self.termination is not None

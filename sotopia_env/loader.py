@@ -7,15 +7,25 @@ JSONL file (one record a line). SOTOPIA's field names are read as they are, incl
 of its CSV/JSONL exports (``agent_id``, ``env_id``, ``combo_id`` for ``pk``; relationships
 as ``"friend"``, ``"3"`` or ``"RelationshipType.friend"``). A malformed file or record raises
 ``DataError`` naming the file, the line and the field; an unknown id lists close matches.
+
+SOTOPIA's released data went through pandas, which left artefacts: list fields as the text of a
+Python list (sometimes cut into fragments at its commas) and empty cells as "nan". The loaders
+read them back into clean values and count every change in a ``LoadReport``
+(``load_sotopia_dump`` returns one; ``report.summary()`` says it in a paragraph). Goal markup
+(``<extra_info>`` ...) is kept as written and only counted: the renderer decides who sees it.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import json
 import os
+import random
 import re
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +34,38 @@ from typing import Any
 from .episode import ACTION_TYPES, EpisodeRecord, Turn
 from .errors import ConfigError, DataError
 from .evaluation import DIMENSIONS, AgentEvaluation, EpisodeEvaluation
-from .profiles import Profile, Relationship, Scenario, Task
+from .profiles import (
+    FLOAT_TO_INT,
+    FRAGMENTED_LIST,
+    NAN_TO_EMPTY,
+    STRINGIFIED_LIST,
+    Profile,
+    Relationship,
+    RelationshipProfile,
+    Scenario,
+    Task,
+    is_nan,
+    markup_tags,
+    note_change,
+    parse_list_field,
+)
 from .termination import RuleBasedTermination
 
 __all__ = [
     "Combo",
     "EnvironmentList",
+    "LoadReport",
     "close_matches",
     "load_combos",
     "load_environment_lists",
     "load_profiles",
+    "load_relationships",
     "load_scenarios",
+    "load_sotopia_dump",
     "load_sotopia_episodes",
     "load_tasks",
     "read_records",
+    "sample_tasks",
     "select_environment_list",
     "sotopia_episode_to_record",
 ]
@@ -167,7 +195,98 @@ def close_matches(name: str, known: Iterable[str], *, what: str = "id") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Profiles, scenarios, combos, environment lists -> tasks
+# What loading read and changed
+# ---------------------------------------------------------------------------------------------
+
+
+_CHANGE_LABELS = {
+    STRINGIFIED_LIST: "stringified lists parsed",
+    FRAGMENTED_LIST: "fragmented lists joined",
+    NAN_TO_EMPTY: "'nan' values made empty",
+    FLOAT_TO_INT: "whole floats made int",
+}
+
+
+@dataclass
+class LoadReport:
+    """What the loaders read and what they changed on the way, so that no export artefact
+    reaches a model unnoticed. Pass one as ``report=`` to the loaders (``load_sotopia_dump``
+    makes one); ``summary()`` says it in one paragraph."""
+
+    read: Counter = dataclasses.field(default_factory=Counter)
+    """Records read, by kind ("scenarios", "profiles", "combos", "relationships")."""
+    changes: Counter = dataclasses.field(default_factory=Counter)
+    """Values changed, by (change, field): e.g. ("stringified list parsed", "moral_values")."""
+    markup: Counter = dataclasses.field(default_factory=Counter)
+    """Goals holding each inline tag (``extra_info``, ...); kept as written."""
+    goals_with_markup: int = 0
+    unclosed_tags: int = 0
+    """Opening tags in goals with no closing tag (kept as written)."""
+    combos_checked: int = 0
+    unmatched_combos: list[str] = dataclasses.field(default_factory=list)
+    """Combos whose pair has no relationship profile with their scenario's relationship."""
+    short_scenarios: list[str] = dataclasses.field(default_factory=list)
+    """``sample_tasks``: scenarios with fewer fitting pairs than asked for."""
+
+    def changed(self, change: str) -> int:
+        """How many values got ``change`` (one of the names in ``sotopia_env.profiles``), all fields."""
+        return sum(n for (c, _), n in self.changes.items() if c == change)
+
+    @property
+    def stringified_lists(self) -> int:
+        return self.changed(STRINGIFIED_LIST)
+
+    @property
+    def fragments_joined(self) -> int:
+        return self.changed(FRAGMENTED_LIST)
+
+    @property
+    def nan_to_null(self) -> int:
+        return self.changed(NAN_TO_EMPTY)
+
+    def note_goals(self, scenario: Scenario) -> None:
+        for goal in scenario.agent_goals:
+            opened, unclosed = markup_tags(goal)
+            if opened:
+                self.goals_with_markup += 1
+                self.markup.update(set(opened))
+            self.unclosed_tags += len(unclosed)
+
+    def summary(self) -> str:
+        names = (("scenarios", "scenarios"), ("profiles", "agent profiles"), ("combos", "combos"),
+                 ("relationships", "relationship profiles"), ("sampled", "sampled tasks"))
+        read = ", ".join(f"{self.read[k]} {label}" for k, label in names if k in self.read)
+        parts = [f"Read {read or 'nothing'}."]
+        changed = []
+        for change, label in _CHANGE_LABELS.items():
+            by_field = {f: n for (c, f), n in sorted(self.changes.items()) if c == change}
+            if by_field:
+                detail = ", ".join(f"{f} {n}" for f, n in by_field.items())
+                changed.append(f"{sum(by_field.values())} {label} ({detail})")
+        parts.append(f"Changed: {'; '.join(changed)}." if changed else "Changed nothing.")
+        if self.goals_with_markup:
+            tags = ", ".join(f"<{t}> {n}" for t, n in sorted(self.markup.items()))
+            unclosed = f", {self.unclosed_tags} tag(s) never closed" if self.unclosed_tags else ""
+            parts.append(f"Kept as written: {self.goals_with_markup} goals with markup ({tags}){unclosed}.")
+        if self.combos_checked:
+            if self.unmatched_combos:
+                parts.append(
+                    f"{len(self.unmatched_combos)} of {self.combos_checked} combos pair agents with no "
+                    "relationship profile of their scenario's relationship (e.g. "
+                    f"{', '.join(self.unmatched_combos[:3])})."
+                )
+            else:
+                parts.append(f"All {self.combos_checked} combos match a relationship profile.")
+        if self.short_scenarios:
+            parts.append(
+                f"{len(self.short_scenarios)} scenarios had fewer fitting pairs than asked for (e.g. "
+                f"{', '.join(self.short_scenarios[:3])})."
+            )
+        return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles, scenarios, combos, relationships, environment lists -> tasks
 # ---------------------------------------------------------------------------------------------
 
 _PK_ALIASES = {"profile": "agent_id", "scenario": "env_id", "combo": "combo_id"}
@@ -180,36 +299,83 @@ def _with_pk(record: dict, kind: str) -> dict:
     return record
 
 
-def _normalize_scenario(record: dict) -> dict:
-    """SOTOPIA's exports write relationships as "3", "friend" or "RelationshipType.friend", and
-    a missing agent constraint as "none"."""
-    record = _with_pk(record, "scenario")
-    rel = record.get("relationship")
-    if isinstance(rel, str):
-        name = rel.split(".")[-1].strip()
-        if name.lstrip("-").isdigit():
-            record = {**record, "relationship": int(name)}
-        elif name in Relationship.__members__:
-            record = {**record, "relationship": name}
-    if isinstance(record.get("agent_constraint"), str) and record["agent_constraint"].lower() in ("none", ""):
-        record = {**record, "agent_constraint": None}
-    return record
+# The fields that tell SOTOPIA's record kinds apart, and where each kind belongs.
+_KIND_SIGNS = (
+    ("relationship profile", ("agent_1_id", "agent1_id"), "load_relationships() (relationships=)"),
+    ("agent profile", ("first_name",), "load_profiles() (profiles=)"),
+    ("environment profile", ("agent_goals",), "load_scenarios() (scenarios=)"),
+    ("episode", ("social_goals", "raw_messages"), "load_sotopia_episodes()"),
+    ("env-agent combo", ("agent_ids",), "load_combos() (combos=)"),
+)
 
 
-def load_profiles(path: PathLike) -> list[Profile]:
+def _check_kind(records: list[tuple[int, dict]], path: PathLike, kind: str) -> None:
+    """A file of another kind fails on its first record with a line saying which kind it looks
+    like and where it belongs, not with a missing field."""
+    if not records:
+        return
+    line, record = records[0]
+    signs_of = {other: signs for other, signs, _ in _KIND_SIGNS}
+    if any(sign in record for sign in signs_of[kind]):
+        return
+    for other, signs, where_to in _KIND_SIGNS:
+        found = [sign for sign in signs if sign in record]
+        if other != kind and found:
+            raise DataError(
+                f"this looks like {'an' if other[0] in 'aeiou' else 'a'} {other} file (it has {found[0]!r}), "
+                f"not {kind}s; load it with {where_to}",
+                path=str(path),
+                line=line,
+            )
+
+
+def load_profiles(path: PathLike, *, report: LoadReport | None = None) -> list[Profile]:
     """SOTOPIA agent profiles (one per record); pks must be unique."""
     records = read_records(path, kind="agent profile")
-    profiles = [Profile.from_dict(_with_pk(r, "profile"), path=str(path), line=line) for line, r in records]
+    _check_kind(records, path, "agent profile")
+    changes = report.changes if report is not None else None
+    profiles = [
+        Profile.from_dict(_with_pk(r, "profile"), path=str(path), line=line, changes=changes)
+        for line, r in records
+    ]
     _check_unique(profiles, path, lambda p: p.pk, [line for line, _ in records])
+    if report is not None:
+        report.read["profiles"] += len(profiles)
     return profiles
 
 
-def load_scenarios(path: PathLike) -> list[Scenario]:
-    """SOTOPIA environment profiles (scenarios); pks must be unique."""
+def load_scenarios(path: PathLike, *, report: LoadReport | None = None) -> list[Scenario]:
+    """SOTOPIA environment profiles (scenarios); pks must be unique. Goal markup is kept as written
+    and counted in ``report``."""
     records = read_records(path, kind="environment profile")
-    scenarios = [Scenario.from_dict(_normalize_scenario(r), path=str(path), line=line) for line, r in records]
+    _check_kind(records, path, "environment profile")
+    changes = report.changes if report is not None else None
+    scenarios = [
+        Scenario.from_dict(_with_pk(r, "scenario"), path=str(path), line=line, changes=changes)
+        for line, r in records
+    ]
     _check_unique(scenarios, path, lambda s: s.pk, [line for line, _ in records])
+    if report is not None:
+        report.read["scenarios"] += len(scenarios)
+        for scenario in scenarios:
+            report.note_goals(scenario)
     return scenarios
+
+
+def load_relationships(path: PathLike, *, report: LoadReport | None = None) -> list[RelationshipProfile]:
+    """SOTOPIA relationship profiles (``agent_1_id``, ``agent_2_id``, ``relationship``,
+    ``background_story``; or its JSONL export's ``relationship_id``/``agent1_id``/``agent2_id``);
+    pks must be unique."""
+    records = read_records(path, kind="relationship profile")
+    _check_kind(records, path, "relationship profile")
+    changes = report.changes if report is not None else None
+    relationships = [
+        RelationshipProfile.from_dict(r, path=str(path), line=line, changes=changes) for line, r in records
+    ]
+    _check_unique(relationships, path, lambda r: r.pk, [line for line, _ in records])
+    if report is not None:
+        report.read["relationships"] += len(relationships)
+    return relationships
 
 
 def _check_unique(items: list, path: PathLike, key, lines: list[int]) -> None:
@@ -236,10 +402,16 @@ class Combo:
     line: int | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def from_dict(cls, record: dict, *, path: str | None = None, line: int | None = None) -> Combo:
+    def from_dict(
+        cls, record: dict, *, path: str | None = None, line: int | None = None, changes: Counter | None = None
+    ) -> Combo:
         where = {"path": path, "line": line}
         record = _with_pk(record, "combo")
         env_id, agent_ids = record.get("env_id"), record.get("agent_ids")
+        if isinstance(agent_ids, str) or (
+            isinstance(agent_ids, list) and all(isinstance(a, str) for a in agent_ids)
+        ):
+            agent_ids = parse_list_field(agent_ids, "agent_ids", where, changes)
         if not isinstance(env_id, str) or not env_id:
             raise DataError(f"expected the scenario pk (str), got {env_id!r:.60}", field="env_id", **where)
         if (
@@ -256,16 +428,26 @@ class Combo:
         if not isinstance(pk, str):
             raise DataError(f"expected str, got {type(pk).__name__}", field="pk", **where)
         seat = record.get("tested_seat")
+        if is_nan(seat):
+            note_change(changes, NAN_TO_EMPTY, "tested_seat")
+            seat = None
+        elif isinstance(seat, float) and seat in (0.0, 1.0):
+            note_change(changes, FLOAT_TO_INT, "tested_seat")
+            seat = int(seat)
         if seat is not None and (isinstance(seat, bool) or seat not in (0, 1)):
             raise DataError(f"expected 0, 1 or null, got {seat!r}", field="tested_seat", **where)
         return cls(pk=pk, env_id=env_id, agent_ids=(agent_ids[0], agent_ids[1]), tested_seat=seat, **where)
 
 
-def load_combos(path: PathLike) -> list[Combo]:
+def load_combos(path: PathLike, *, report: LoadReport | None = None) -> list[Combo]:
     """SOTOPIA env-agent combos (tasks by reference); pks must be unique."""
     records = read_records(path, kind="env-agent combo")
-    combos = [Combo.from_dict(r, path=str(path), line=line) for line, r in records]
+    _check_kind(records, path, "env-agent combo")
+    changes = report.changes if report is not None else None
+    combos = [Combo.from_dict(r, path=str(path), line=line, changes=changes) for line, r in records]
     _check_unique(combos, path, lambda c: c.pk, [line for line, _ in records])
+    if report is not None:
+        report.read["combos"] += len(combos)
     return combos
 
 
@@ -315,9 +497,9 @@ def load_environment_lists(path: PathLike) -> list[EnvironmentList]:
     return lists
 
 
-def _as_list(source, loader, kind):
+def _as_list(source, loader, kind, report: LoadReport | None = None):
     if isinstance(source, (str, os.PathLike)):
-        return loader(source)
+        return loader(source, report=report)
     if isinstance(source, Sequence):
         return list(source)
     raise ConfigError(f"{kind} must be a file path or a list, got {type(source).__name__}")
@@ -327,12 +509,23 @@ def load_tasks(
     scenarios: PathLike | Sequence[Scenario],
     profiles: PathLike | Sequence[Profile],
     combos: PathLike | Sequence[Combo],
+    relationships: PathLike | Sequence[RelationshipProfile] | None = None,
+    *,
+    report: LoadReport | None = None,
 ) -> list[Task]:
     """Join combos with their scenario and profiles into tasks (paths or already loaded lists).
-    A combo naming an unknown scenario or profile raises DataError with close matches."""
-    scenario_list = _as_list(scenarios, load_scenarios, "scenarios")
-    profile_list = _as_list(profiles, load_profiles, "profiles")
-    combo_list = _as_list(combos, load_combos, "combos")
+    A combo naming an unknown scenario or profile raises DataError with close matches.
+
+    With ``relationships``, each combo's pair is checked against them the way SOTOPIA's
+    constraint-based sampler chose pairs: a relationship profile of the two agents (either seat
+    order) whose relationship is the scenario's. Combos without one are counted in ``report``
+    (a warning without one), not refused: SOTOPIA's released combos were sampled from them."""
+    scenario_list = _as_list(scenarios, load_scenarios, "scenarios", report)
+    profile_list = _as_list(profiles, load_profiles, "profiles", report)
+    combo_list = _as_list(combos, load_combos, "combos", report)
+    relationship_list = None
+    if relationships is not None:
+        relationship_list = _as_list(relationships, load_relationships, "relationships", report)
     scenario_by_pk = {s.pk: s for s in scenario_list}
     profile_by_pk = {p.pk: p for p in profile_list}
     tasks = []
@@ -358,7 +551,143 @@ def load_tasks(
                 tested_seat=combo.tested_seat,
             )
         )
+    if relationship_list is not None:
+        _check_relationships(tasks, relationship_list, report)
     return tasks
+
+
+def _check_relationships(
+    tasks: list[Task], relationships: list[RelationshipProfile], report: LoadReport | None
+) -> None:
+    known: dict[frozenset[str], set[Relationship]] = {}
+    for r in relationships:
+        known.setdefault(frozenset((r.agent_1_id, r.agent_2_id)), set()).add(r.relationship)
+    unmatched = [
+        t.pk
+        for t in tasks
+        if t.scenario.relationship not in known.get(frozenset(p.pk for p in t.profiles), set())
+    ]
+    if report is not None:
+        report.combos_checked += len(tasks)
+        report.unmatched_combos += unmatched
+    elif unmatched:
+        warnings.warn(
+            f"{len(unmatched)} of {len(tasks)} combos pair agents with no relationship profile of their "
+            f"scenario's relationship (e.g. {', '.join(unmatched[:3])})",
+            stacklevel=3,
+        )
+
+
+# SOTOPIA's sampler leaves this, its default age constraint, unapplied.
+_DEFAULT_AGE_CONSTRAINT = "[(18, 70), (18, 70)]"
+
+
+def _age_ranges(scenario: Scenario) -> list[tuple[int, int]] | None:
+    """The scenario's age range per seat; None when it sets none (or SOTOPIA's default)."""
+    text = scenario.age_constraint
+    if text is None or not text.strip() or text.strip() == _DEFAULT_AGE_CONSTRAINT:
+        return None
+    try:
+        ranges = ast.literal_eval(text)
+        ranges = [(int(lo), int(hi)) for lo, hi in ranges]
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        ranges = []
+    if len(ranges) != 2:
+        raise DataError(
+            f"scenario {scenario.pk!r}: cannot read {text!r:.60} as [(min, max), (min, max)]",
+            field="age_constraint",
+        )
+    return ranges
+
+
+def sample_tasks(
+    scenarios: PathLike | Sequence[Scenario],
+    profiles: PathLike | Sequence[Profile],
+    relationships: PathLike | Sequence[RelationshipProfile],
+    *,
+    per_scenario: int = 5,
+    seed: int = 0,
+    report: LoadReport | None = None,
+) -> list[Task]:
+    """Tasks built the way SOTOPIA's constraint-based sampler builds env-agent combos, for data
+    without a combos file: for each scenario, the relationship profiles whose relationship is the
+    scenario's and whose agents' ages fit its age constraint (seat 0 is ``agent_1_id``), shuffled,
+    the first ``per_scenario`` of them. The same seed gives the same tasks (each scenario's
+    shuffle is seeded by the seed and its pk, so it does not depend on the other scenarios).
+    A scenario with fewer fitting pairs keeps those it has; ``report.short_scenarios`` lists it
+    (a warning without a report). Task pks are ``<scenario>:<agent 1>:<agent 2>``."""
+    if isinstance(per_scenario, bool) or not isinstance(per_scenario, int) or per_scenario < 1:
+        raise ConfigError(f"per_scenario must be a positive number of tasks, got {per_scenario!r}")
+    scenario_list = _as_list(scenarios, load_scenarios, "scenarios", report)
+    profile_by_pk = {p.pk: p for p in _as_list(profiles, load_profiles, "profiles", report)}
+    relationship_list = _as_list(relationships, load_relationships, "relationships", report)
+    for r in relationship_list:
+        for name in ("agent_1_id", "agent_2_id"):
+            pk = getattr(r, name)
+            if pk not in profile_by_pk:
+                raise DataError(
+                    close_matches(pk, profile_by_pk, what="agent profile"),
+                    path=r.path,
+                    line=r.line,
+                    field=name,
+                )
+    tasks, short = [], []
+    for scenario in scenario_list:
+        ages = _age_ranges(scenario)
+        fitting, pairs = [], set()
+        for r in relationship_list:
+            pair = (r.agent_1_id, r.agent_2_id)
+            if r.relationship != scenario.relationship or pair in pairs or pair[0] == pair[1]:
+                continue
+            if ages is not None and not all(
+                lo <= profile_by_pk[pk].age <= hi for pk, (lo, hi) in zip(pair, ages)
+            ):
+                continue
+            pairs.add(pair)
+            fitting.append(pair)
+        random.Random(f"{seed}:{scenario.pk}").shuffle(fitting)
+        if len(fitting) < per_scenario:
+            short.append(scenario.pk)
+        for a1, a2 in fitting[:per_scenario]:
+            pk = f"{scenario.pk}:{a1}:{a2}"
+            tasks.append(Task(pk=pk, scenario=scenario, profiles=(profile_by_pk[a1], profile_by_pk[a2])))
+    if report is not None:
+        report.read["sampled"] += len(tasks)
+        report.short_scenarios += short
+    elif short:
+        warnings.warn(
+            f"{len(short)} scenarios have fewer than {per_scenario} fitting pairs "
+            f"(e.g. {', '.join(short[:3])})",
+            stacklevel=2,
+        )
+    return tasks
+
+
+def load_sotopia_dump(
+    *,
+    scenarios: PathLike | Sequence[Scenario],
+    profiles: PathLike | Sequence[Profile],
+    combos: PathLike | Sequence[Combo] | None = None,
+    relationships: PathLike | Sequence[RelationshipProfile] | None = None,
+    per_scenario: int = 5,
+    seed: int = 0,
+) -> tuple[list[Task], LoadReport]:
+    """SOTOPIA's released data as tasks, with a report of what was read and changed.
+
+    With ``combos`` the tasks are those combos (checked against ``relationships`` when given, see
+    ``load_tasks``); without, they are sampled from ``relationships`` (see ``sample_tasks``)."""
+    report = LoadReport()
+    if combos is not None:
+        tasks = load_tasks(scenarios, profiles, combos, relationships, report=report)
+    elif relationships is not None:
+        tasks = sample_tasks(
+            scenarios, profiles, relationships, per_scenario=per_scenario, seed=seed, report=report
+        )
+    else:
+        raise ConfigError(
+            "load_sotopia_dump needs combos= (env-agent combos) or relationships= (to sample them)"
+        )
+    return tasks, report
 
 
 def select_environment_list(tasks: Sequence[Task], environment_list: EnvironmentList) -> list[Task]:
@@ -466,7 +795,7 @@ def _turns_from_raw_messages(raw: Any, names: list[str], where: dict) -> tuple[l
 
 
 def _turns_from_social_interactions(text: Any, names: list[str], where: dict) -> list[Turn]:
-    """Fallback when ``raw_messages`` is absent: read SOTOPIA's rendered conversation
+    """Fallback when ``raw_messages`` is absent or empty: read SOTOPIA's rendered conversation
     (``Name said: "..."`` / ``Name: [action] ...`` lines, turns where someone did nothing left
     out) back into round-robin turns, filling the skipped turns with ``none``."""
     if not isinstance(text, str):
@@ -590,7 +919,8 @@ def sotopia_episode_to_record(
     With ``profiles``/``scenarios`` (pk -> object) the task is exact; otherwise it is rebuilt from
     the episode's own text: names and backgrounds from ``agents_background`` (the secret kept
     apart), goals from ``social_goals``, relationship unknown (stranger: the partner's profile is
-    not shown). Turns come from ``raw_messages`` (or, failing that, ``social_interactions``);
+    not shown). Turns come from ``raw_messages`` (or, when it is missing or holds no agent
+    action, ``social_interactions``; ``tags["turns_from"]`` says which);
     the evaluation from ``rewards`` (or ``raw_rewards``) with the judge's ``reasoning``."""
     where = {"path": path, "line": line}
     goals = obj.get("social_goals")
@@ -643,18 +973,23 @@ def sotopia_episode_to_record(
     )
     names = task.agent_names
 
-    if obj.get("raw_messages") is not None:
-        turns, turn_order = _turns_from_raw_messages(obj["raw_messages"], [str(n) for n in goals], where)
-        turns = [dataclasses.replace(t, speaker=names[t.agent_index]) for t in turns]
-    elif obj.get("social_interactions") is not None:
-        turns, turn_order = (
-            _turns_from_social_interactions(obj["social_interactions"], names, where),
-            "round-robin",
-        )
-    else:
+    raw, interactions = obj.get("raw_messages"), obj.get("social_interactions")
+    if raw is None and interactions is None:
         raise DataError(
             "the episode has neither 'raw_messages' nor 'social_interactions'", field="raw_messages", **where
         )
+    turns, turn_order, turns_from = [], "round-robin", "raw_messages"
+    if raw is not None:
+        turns, turn_order = _turns_from_raw_messages(raw, [str(n) for n in goals], where)
+        turns = [dataclasses.replace(t, speaker=names[t.agent_index]) for t in turns]
+    # Some exports keep the conversation only as text, with "raw_messages": [] (or no agent
+    # action in it): the rendered text is then the record of the turns.
+    if not turns and isinstance(interactions, str) and interactions.strip():
+        turns = _turns_from_social_interactions(interactions, names, where)
+        turn_order, turns_from = "round-robin", "social_interactions"
+    elif raw is None:
+        turns = _turns_from_social_interactions(interactions, names, where)
+        turns_from = "social_interactions"
 
     models = obj.get("experiment_model_name_pairs") or []
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
@@ -676,7 +1011,12 @@ def sotopia_episode_to_record(
         evaluation=evaluation,
         episode_id=episode_id,
         termination=reason or "max_turns",
-        tags={"source": "sotopia", "experiment_tag": obj.get("experiment_tag", ""), "turn_order": turn_order},
+        tags={
+            "source": "sotopia",
+            "experiment_tag": obj.get("experiment_tag", ""),
+            "turn_order": turn_order,
+            "turns_from": turns_from,
+        },
     )
 
 

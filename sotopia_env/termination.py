@@ -21,6 +21,8 @@ from .episode import Turn
 from .errors import ConfigError
 
 TERMINATION_REASONS: tuple[str, ...] = ("leave", "stale", "max_turns")
+TIME_LIMIT = "max_turns"
+"""The reason that is a time limit: the env reports it as a truncation (PettingZoo's convention)."""
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,9 @@ def test_random_order_depends_only_on_seed_and_turn():
     assert any(speakers(seed) != first for seed in (8, 9, 10))
 
 
-def test_max_turns_ends_episode_as_termination():
+def test_max_turns_is_a_truncation():
+    """PettingZoo's and Gymnasium's convention: the turn limit is a time limit (truncation);
+    SOTOPIA's reason stays in infos."""
     env = parallel_env(TASK, max_turns=4)
     env.reset(seed=0)
     for i in range(4):
@@ -200,7 +202,7 @@ def test_max_turns_ends_episode_as_termination():
         _, _, terms, truncs, infos = env.step(
             {a: {"action_type": "speak", "argument": str(i)} for a in env.agents}
         )
-    assert all(terms.values()) and not any(truncs.values())
+    assert all(truncs.values()) and not any(terms.values())
     assert infos[MIA]["termination"] == "max_turns" and env.agents == [] and env.turn == 4
     assert infos[MIA]["available_actions"] == [] and not infos[MIA]["is_my_turn"]
     with pytest.raises(ConfigError, match="reset"):
@@ -271,9 +273,9 @@ def test_observation_follows_sotopia_visibility(relationship, shown, hidden):
     env = parallel_env(task)
     obs, _ = env.reset(seed=0)
     mine = obs["Mia Chen"]
-    # own side: full profile with the secret, own goal with its inline hint
+    # own side: full profile with the secret, own goal with its inline hint read as text (as SOTOPIA renders it)
     assert "She is about to close the bakery." in mine and "Warm but stubborn" in mine
-    assert "Mia Chen's goal: Keep the rent below 2000 <extra_info>you can pay 1900</extra_info>" in mine
+    assert "Mia Chen's goal: Keep the rent below 2000 you can pay 1900" in mine and "<extra_info>" not in mine
     # partner: goal unknown, secret never shown, profile as the relationship allows
     assert "Leo Park's goal: Unknown" in mine and "Raise the rent" not in mine
     assert "promised the shop" not in mine
@@ -283,7 +285,7 @@ def test_observation_follows_sotopia_visibility(relationship, shown, hidden):
     for text in hidden:
         assert text not in mine
     if relationship == 0:
-        assert "Leo Park's background: Unknown." in mine
+        assert "Leo Park's background: Unknown" in mine
     assert "He already promised the shop to someone else." in obs["Leo Park"]
     assert "about to close" not in obs["Leo Park"]
 
@@ -431,8 +433,8 @@ def test_reward_at_termination_from_evaluator():
     env.reset(seed=0)
     script = [(MIA, "speak"), (LEO, "speak"), (MIA, "speak"), (LEO, "action"), (MIA, "speak")]
     for agent, kind in script:
-        _, rewards, terms, _, infos = env.step({agent: {"action_type": kind, "argument": "..."}})
-        if not all(terms.values()):
+        _, rewards, terms, truncs, infos = env.step({agent: {"action_type": kind, "argument": "..."}})
+        if not all(terms.values()) and not all(truncs.values()):
             assert rewards == {MIA: 0.0, LEO: 0.0} and judge.calls == []
     assert rewards == {MIA: 3.0, LEO: 1.0} and len(judge.calls) == 1
     assert infos[MIA]["evaluation"]["agents"][0]["scores"]["goal"] == 3.0

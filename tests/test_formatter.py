@@ -12,8 +12,8 @@ from agents.formatter import (
     agent_messages_with_turns,
     fit_messages,
     parse_action,
-    render_action,
 )
+from sotopia_env.render import action_json as render_action
 from sotopia_env.episode import Turn
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import Profile, Relationship, Scenario, Task
@@ -120,11 +120,11 @@ def test_rollout_prompts_are_training_prefixes(embedded_tokenizer, system_messag
 def test_strangers_see_both_names_but_not_the_partners_profile():
     """As in SOTOPIA and the env's observation: names are always shown; what else of the partner
     an agent sees follows the relationship (strangers: nothing, so no occupation and no secret)."""
-    from agents.formatter import background
+    from agents.formatter import system_text as background
 
     strangers = background(make_task(Relationship.stranger), 0)
     assert "Participants: Mia Chen and Leo Park" in strangers
-    assert "Leo Park's background: Unknown." in strangers and "Selling the shop" not in strangers
+    assert "Leo Park's background: Unknown" in strangers and "Selling the shop" not in strangers
     assert "Owes rent" in strangers      # one's own secret is part of one's own background
     friends = background(make_task(Relationship.friend), 0)
     assert "Leo Park's background: Leo Park" in friends and "Selling the shop" not in friends

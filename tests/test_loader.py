@@ -17,7 +17,7 @@ from sotopia_env import (
     parallel_env,
     select_environment_list,
 )
-from sotopia_env.env import render_background
+from sotopia_env.render import background as render_background
 
 PROFILES = [
     {

@@ -221,3 +221,48 @@ def test_wrapped_models_are_called_through_their_wrapper(tiny_llama):
 
     assert mf._decoder_and_head(tiny_llama) is not None
     assert mf._decoder_and_head(Wrapper(tiny_llama)) is None
+
+
+def test_sotopia_style_pairs_run_one_row_per_trained_turn(tiny_llama, embedded_tokenizer, monkeypatch):
+    """prompt_style=sotopia: every trained turn is its own row holding the prompt the policy saw at
+    that turn (the formatter's one user message) and the agent's JSON action, and its per-turn
+    log-prob equals that row run alone. SOTOPIA's text itself is checked against the sotopia
+    package in test_sotopia_parity; here a stand-in prompt keeps the package out of the main venv."""
+    import dataclasses
+
+    import sotopia_env.render as render
+    from agents.formatter import ConversationFormat, agent_messages
+
+    monkeypatch.setattr(render, "sotopia_action_prompt",
+                        lambda task, seat, turns, turn: f"seat {seat}, turn {turn}, after: "
+                                                        + " | ".join(t.argument for t in turns))
+    conv = ConversationTokenizer(embedded_tokenizer)
+    fmt = ConversationFormat(prompt_style="sotopia")
+    pairs = [dataclasses.replace(make_pair("a", n_history=4, seg=2), format=fmt),
+             dataclasses.replace(make_pair("c", n_history=2, seg=1, rejected_seg=2, words=9), format=fmt)]
+    tokenized = [tokenize_pair(conv, p) for p in pairs]
+    for pair, tp in zip(pairs, tokenized):
+        assert tp.prefix_len == 0 and len(tp.chosen.rows) == tp.chosen.n_turns
+        for side_name in ("chosen", "rejected"):
+            side, turns = getattr(tp, side_name), pair.history + getattr(pair, side_name)
+            own = [i for i, t in enumerate(turns) if t.agent_index == pair.agent_index]
+            first, _ = pair.segment[side_name]
+            for k, (ids, turn_index) in enumerate(side.rows):
+                i = own[first + k]
+                prompt = conv.prompt_ids(agent_messages(pair.task, pair.agent_index, turns[:i], fmt=fmt))
+                assert ids[:len(prompt)] == prompt            # exactly what the policy was fed at that turn
+                assert set(turn_index[len(prompt):]) == {k} and set(turn_index[:len(prompt)]) == {NO_TURN}
+    for sharing in (True, False):
+        batch = pack_pairs(tokenized, prefix_sharing=sharing, pad_id=0)
+        assert batch.branch is None and batch.input_ids.shape[0] == sum(
+            len(tp.chosen.rows) + len(tp.rejected.rows) for tp in tokenized)
+        with torch.no_grad():
+            out = pair_logps(tiny_llama, batch)
+        for b, tp in enumerate(tokenized):
+            for name, got in (("chosen", out.chosen), ("rejected", out.rejected)):
+                side = getattr(tp, name)
+                want = torch.zeros(side.n_turns, dtype=torch.float64)
+                for ids, turn_index in side.rows:
+                    one, _ = naive_per_turn(tiny_llama, type(side)(ids, turn_index, side.n_turns))
+                    want += one
+                torch.testing.assert_close(got[b, :side.n_turns].double(), want, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,8 @@
 """sdpo.tokenize: segment labels, per-token turn index, whole-turn truncation of the oldest history."""
 import pytest
 
-from agents.formatter import ConversationTokenizer, agent_messages, render_action
+from agents.formatter import ConversationTokenizer, agent_messages
+from sotopia_env.render import action_json as render_action
 from sdpo.tokenize import NO_TURN, tokenize_pair, tokenize_pairs
 from tests.pair_fixtures import make_pair, turn
 

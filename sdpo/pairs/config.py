@@ -177,11 +177,18 @@ class PairsConfig:
     write: WriteConfig = field(default_factory=WriteConfig)
     seed: int = 11
     """Base seed; each sampled session's seed is derived from it and its run key."""
+    prompt_style: str = "native"
+    """native | sotopia: how every prompt of the run is rendered (``sotopia_env.render``). The
+    pairs record it, so ``sdpo.fit`` trains on the prompt the episodes were played with.
+    ``sotopia`` needs pip install -e ".[sotopia]"."""
     device: str | None = None
     """Device of local models (None: CUDA if present)."""
     progress: bool = True
 
     def __post_init__(self):
+        from sotopia_env.render import check_prompt_style
+
+        self.prompt_style = check_prompt_style(self.prompt_style)
         self.stage = _enum(Stage, self.stage, "stage")
         self.negatives.rule = _enum(NegativeRule, self.negatives.rule, "negatives.rule")
         self.segment.method = _enum(SegmentMethod, self.segment.method, "segment.method")

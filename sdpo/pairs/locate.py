@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.formatter import render_action
+from sotopia_env.render import action_json, background
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.errors import APIError
 from sotopia_env.profiles import Task
@@ -31,17 +31,14 @@ class InvalidAnswer(ValueError):
 
 def numbered_messages(turns: Sequence[Turn], *, start: int = 0) -> str:
     """The turns as ``[i] Name: {"action_type": ..., "argument": ...}`` lines, i counting from ``start``."""
-    return "\n".join(f"[{start + i}] {t.speaker}: {render_action(t.action_type, t.argument)}"
+    return "\n".join(f"[{start + i}] {t.speaker}: {action_json(t.action_type, t.argument)}"
                      for i, t in enumerate(turns))
 
 
 def task_brief(task: Task) -> str:
-    """Scenario, participants and both goals (the judge sees everything, as SOTOPIA's evaluator does)."""
-    names = task.agent_names
-    return (f"Scenario: {task.scenario.scenario}\n"
-            f"Participants: {names[0]} and {names[1]}\n"
-            f"{names[0]}'s goal: {task.scenario.agent_goals[0]}\n"
-            f"{names[1]}'s goal: {task.scenario.agent_goals[1]}")
+    """Scenario, participants, both backgrounds and both goals (the judge sees everything, as
+    SOTOPIA's evaluator does)."""
+    return background(task, None)
 
 
 def locate_messages(record: EpisodeRecord, agent_index: int) -> list[dict]:

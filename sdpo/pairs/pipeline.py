@@ -68,7 +68,7 @@ class PairPipeline:
         self.unplayed: list[str] = []
         self._client = None
         self._scorer = None
-        self.fmt = ConversationFormat(max_turns=config.collect.max_turns)
+        self.fmt = ConversationFormat(max_turns=config.collect.max_turns, prompt_style=config.prompt_style)
         self.episodes = EpisodeStore(self.out / "episodes.jsonl")
         self.branches = EpisodeStore(self.out / "branches.jsonl")
         self.scratch_episodes = EpisodeStore(self.out / "scratch_episodes.jsonl")
@@ -125,11 +125,12 @@ class PairPipeline:
             judge_id = self.config.models.judge
             if is_local_model(judge_id):
                 model, tokenizer = self._local_model(judge_id)
-                self._judge = LocalJudge(model=model, tokenizer=tokenizer)
+                self._judge = LocalJudge(model=model, tokenizer=tokenizer, prompt_style=self.fmt.prompt_style)
             else:
                 self._judge = LLMJudge(judge_id, api_base=self.config.models.api_base, api_key=self._api_key(),
                                        max_reasks=self.config.locate.max_reasks,
-                                       max_concurrency=self.config.models.max_concurrency)
+                                       max_concurrency=self.config.models.max_concurrency,
+                                       prompt_style=self.fmt.prompt_style)
         return self._judge
 
     def _asker(self) -> dict:
@@ -199,6 +200,7 @@ class PairPipeline:
                         jobs.append(EpisodeJob(task=task, policies=policies, run_key=key,
                                                seed=sample_seed(self.config.seed, key), max_turns=c.max_turns,
                                                temperatures=(c.temperature, c.temperature),
+                                               prompt_style=self.fmt.prompt_style,
                                                tags={"interlocutor": kind, "agent_seats": agent_seats,
                                                      "stage": "collect"}))
         self._run(jobs, self.episodes)
@@ -285,7 +287,7 @@ class PairPipeline:
             jobs.append(EpisodeJob(task=record.task, policies=policies, run_key=key, temperatures=temperatures,
                                    seed=sample_seed(self.config.seed, key), history=list(record.turns[:branch_turn]),
                                    parent_episode_id=record.episode_id, branch_turn=branch_turn or None,
-                                   max_turns=self.config.collect.max_turns,
+                                   max_turns=self.config.collect.max_turns, prompt_style=self.fmt.prompt_style,
                                    tags={"interlocutor": neg.interlocutor, "agent_seats": [neg.agent_index],
                                          "stage": prefix, "negative": neg.key}))
         return jobs
