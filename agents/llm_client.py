@@ -35,11 +35,11 @@ async def drain_logging(timeout: float = 10.0) -> None:
     except ImportError:
         return
     queue = getattr(GLOBAL_LOGGING_WORKER, "_queue", None)
-    if queue is None or getattr(queue, "_loop", asyncio.get_running_loop()) is not asyncio.get_running_loop():
+    if queue is None:
         return
     try:
         await asyncio.wait_for(queue.join(), timeout)
-    except (asyncio.TimeoutError, RuntimeError):
+    except (asyncio.TimeoutError, RuntimeError):  # RuntimeError: the queue belongs to another loop
         pass
 
 
