@@ -80,10 +80,28 @@ def rebuild_plain(model):
     return plain
 
 
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of an ``sdpo.fit`` run (``<output_dir>/checkpoints/step-N``
+    holding ``trainer_state.pt``, which is written last), or None."""
+    root = Path(output_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").exists()) if root.exists() else []
+    return done[-1] if done else None
+
+
 def resolve_model_path(model_id: str) -> str:
-    """Turn a model id (embedded, HF id, local path or checkpoint) into what from_pretrained takes."""
+    """Turn a model id into what from_pretrained takes: the embedded default, a Hugging Face id, a
+    model folder (full weights or a LoRA adapter), or an ``sdpo.fit`` output folder (its latest
+    complete checkpoint). A folder that holds none of these is a ConfigError saying what was expected."""
     if is_embedded(model_id):
         return str(_plain_embedded_dir())
+    path = Path(model_id)
+    if path.is_dir() and not any((path / f).exists() for f in ("config.json", "adapter_config.json")):
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is not None:
+            return str(checkpoint)
+        raise ConfigError(f"{model_id} holds no model: expected a Hugging Face model folder (config.json), a LoRA "
+                          f"adapter (adapter_config.json) or an sdpo.fit output folder with a complete "
+                          f"checkpoints/step-N (trainer_state.pt)")
     return model_id
 
 

@@ -101,9 +101,11 @@ class SotopiaBenchConfig:
     partner: str = "self"
     """``self`` for self-chat, or the partner model (same forms as ``agent``)."""
     partner_api_base: Optional[str] = None
+    """OpenAI-compatible endpoint of a LiteLLM partner model."""
     judge: str = "local"
     """``local`` (offline LocalJudge on the embedded model) or a LiteLLM model string (gpt-4o)."""
     judge_api_base: Optional[str] = None
+    """OpenAI-compatible endpoint of a LiteLLM judge model."""
     tasks: TaskSet = TaskSet.test
     """test | hard (built-in) | files (SOTOPIA files, see scenarios/profiles/combos)."""
     scenarios: Optional[str] = None
@@ -125,12 +127,14 @@ class SotopiaBenchConfig:
     temperature: float = 0.7
     """Sampling temperature of agent and partner (the paper's test setting)."""
     top_p: float = 1.0
+    """Nucleus sampling of agent and partner (1: off)."""
     max_new_tokens: Optional[int] = None
     """Reply budget per turn; null: 48 for local models, 1024 for API models."""
     max_turns: int = 6
     """Turn limit of an episode. Default 6 for the quick look; SOTOPIA and the paper use 20
     (and compare at 10)."""
     max_stale_turns: int = 2
+    """The episode ends after more than this many consecutive turns in which the speaker did nothing."""
     prompt_style: PromptStyle = PromptStyle.native
     """native | sotopia: how the agent, partner and judge prompts are rendered. ``sotopia`` sends
     SOTOPIA 0.1.5's own prompts and rubric byte for byte (needs pip install -e ".[sotopia]"); use
@@ -142,9 +146,11 @@ class SotopiaBenchConfig:
     name: Optional[str] = None
     """The agent's label in tables and in benchmarks.compare (default: the agent model)."""
     seed: int = 0
+    """Run seed; each episode's seed is derived from it and the episode's key."""
     device: Optional[str] = None
     """Local models' device (null: CUDA when present, else CPU)."""
     progress: bool = True
+    """Show a progress bar with an ETA."""
 
     def __post_init__(self):
         from sotopia_env.render import check_prompt_style
@@ -407,33 +413,14 @@ def report(outcome: BenchmarkOutcome) -> str:
 
 # --- hydra entry point ------------------------------------------------------------------------
 
-def _register() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="sotopia_bench", node=SotopiaBenchConfig)
-
-
 def main() -> None:
-    import hydra
-    from omegaconf import OmegaConf
-
-    _register()
-
-    @hydra.main(version_base="1.3", config_path=None, config_name="sotopia_bench")
-    def _main(dict_cfg) -> None:
-        try:
-            cfg = OmegaConf.to_object(dict_cfg)
-            print(report(run_benchmark(cfg)))
-        except SotopiaError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    from sotopia_env import cli
 
     # Our outputs go to output_dir; keep hydra from creating outputs/<date>/ folders and log files.
-    defaults = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
-                "hydra/hydra_logging=none"]
-    given = " ".join(sys.argv[1:])
-    sys.argv += [d for d in defaults if d.split("=")[0] not in given]
-    _main()
+    cli.run("benchmarks.sotopia", SotopiaBenchConfig, lambda cfg: print(report(run_benchmark(cfg))),
+            summary=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2], config_name="sotopia_bench",
+            hydra_defaults=["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
+                            "hydra/hydra_logging=none"])
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Optional
 
 import torch
 
+from agents.models import latest_checkpoint
 from sotopia_env.errors import ConfigError, DataError
 
 DEMO_PAIRS = str(Path(__file__).parent / "data" / "demo_pairs.jsonl")
@@ -78,9 +79,13 @@ class FitConfig:
     lr: float = 1e-6
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
     adam_beta1: float = 0.9
+    """AdamW's first-moment decay."""
     adam_beta2: float = 0.999
+    """AdamW's second-moment decay."""
     adam_eps: float = 1e-8
+    """AdamW's epsilon."""
     schedule: Schedule = Schedule.cosine
     """Learning-rate decay after warm-up: cosine | linear | constant."""
     warmup_ratio: float = 0.0
@@ -90,6 +95,7 @@ class FitConfig:
     micro_batch_size: int = 2
     """Pairs per forward pass on one process; batch_size / (micro_batch_size * processes) micro-batches are accumulated."""
     epochs: int = 2
+    """Passes over the pair file (ignored when max_steps is set)."""
     max_steps: Optional[int] = None
     """Total optimizer steps (overrides epochs; the schedule spans them)."""
     stop_after_steps: Optional[int] = None
@@ -97,6 +103,7 @@ class FitConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping (0: off)."""
     seed: int = 11
+    """Seed of the data order, LoRA initialisation and dropout; a resumed run replays the same order."""
     max_length: int = 4096
     """Token limit per side; the oldest history turns are dropped to fit, unfittable pairs skipped."""
     prefix_sharing: bool = True
@@ -106,17 +113,24 @@ class FitConfig:
     the history's KV cache; fastest on CPU), ``mask`` (one call per micro-batch with a 4D branch
     mask), ``auto`` (cache on CPU; mask on a GPU, under gradient checkpointing or several processes)."""
     lora: bool = False
+    """Train a LoRA adapter (peft) instead of all weights; the reference is the base with the adapter disabled."""
     lora_r: int = 16
+    """LoRA rank."""
     lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.05
+    """Dropout on the LoRA branch."""
     lora_target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Module names that get a LoRA adapter (the paper: every projection)."""
     dropout: Optional[float] = None
     """Attention dropout of the model (the paper's SFT uses 0.2); None keeps the model's."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (needs prefix_attention=mask or auto)."""
     bf16: bool = False
     """bf16 autocast (weights and AdamW states stay fp32)."""
     output_dir: str = "outputs/fit"
+    """Where checkpoints, metrics.jsonl and the resolved config go; a folder with checkpoints is resumed."""
     save_every: int = 0
     """Checkpoint every N optimizer steps (0: only at the end)."""
     keep_checkpoints: int = 3
@@ -126,8 +140,11 @@ class FitConfig:
     reference_cache: bool = True
     """Cache the reference log-probs beside the pair file (else keep them in memory only)."""
     log_every: int = 1
+    """Log metrics every N optimizer steps (stdout, metrics.jsonl, TensorBoard)."""
     tensorboard: bool = False
+    """Also write TensorBoard events to output_dir/tb (needs the tensorboard extra)."""
     progress: bool = True
+    """Show a progress bar with an ETA."""
 
     def __post_init__(self):
         self.loss = LossName(self.loss)
@@ -203,13 +220,6 @@ def set_rng_state(state: dict) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint (one with trainer_state.pt, written last) or None."""
-    root = Path(output_dir) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.pt").exists()) if root.exists() else []
-    return done[-1] if done else None
 
 
 def fit_summary(metrics: dict) -> str:
@@ -558,15 +568,16 @@ _register()
 
 
 def _hydra_main():
-    import hydra
-    from omegaconf import OmegaConf
+    from sotopia_env import cli
 
-    @hydra.main(version_base=None, config_path="conf", config_name="fit")
-    def main(cfg) -> None:
-        result = fit(OmegaConf.to_object(cfg))
+    def task(cfg: FitConfig) -> None:
+        result = fit(cfg)
         print(f"done: step {result.step}/{result.total_steps}; checkpoint {result.checkpoint}")
 
-    main()
+    presets = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "conf" / "preset").glob("*.yaml")))
+    cli.run("sdpo.fit", FitConfig, task, summary="\n\n".join(__doc__.split("\n\n")[:3]), config_name="fit",
+            config_path=Path(__file__).parent / "conf",
+            extra_help=f"Presets (the paper's settings): +preset=<name>, one of {presets}.")
 
 
 if __name__ == "__main__":

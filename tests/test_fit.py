@@ -91,6 +91,16 @@ def test_checkpoint_loads_as_policy(tiny_dir, demo_copy, tmp_path):
     assert (result.checkpoint / "adapter_config.json").exists()
     model = load_model(str(result.checkpoint), device="cpu")
     assert sum("lora_" in n for n, _ in model.named_parameters()) > 0
+    # the README's route: the run's output folder stands for its latest checkpoint
+    from agents import build_policy
+    from agents.models import resolve_model_path
+
+    assert resolve_model_path(str(tmp_path / "out")) == str(result.checkpoint)
+    policy = build_policy(str(tmp_path / "out"), max_new_tokens=4, device="cpu")
+    assert sum("lora_" in n for n, _ in policy.model.named_parameters()) > 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no model: expected a Hugging Face model folder"):
+        build_policy(str(tmp_path / "empty"))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path, tiny_llama, embedded_tokenizer, demo_copy):

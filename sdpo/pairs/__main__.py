@@ -2,28 +2,25 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
 
-from .config import register
+def main() -> None:
+    from sotopia_env import cli
 
-register()
+    from . import __doc__ as summary
+    from .config import PairsConfig
 
+    def task(config: PairsConfig) -> None:
+        from .pipeline import PairPipeline
 
-@hydra.main(version_base=None, config_name="pairs")
-def main(cfg: DictConfig) -> None:
-    from .pipeline import PairPipeline
+        PairPipeline(config).run()
 
-    config = OmegaConf.to_object(cfg)  # runs PairsConfig.__post_init__ validation
-    PairPipeline(config).run()
+    # Hydra's own log folder goes inside the run's folder rather than ./outputs.
+    cli.run("sdpo.pairs", PairsConfig, task, summary=summary or "", config_name="pairs",
+            hydra_defaults=["hydra.run.dir=${out_dir}/hydra"])
 
 
 if __name__ == "__main__":
-    # Hydra's own log folder goes inside the run's folder rather than ./outputs.
-    if not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
-        sys.argv.append("hydra.run.dir=${out_dir}/hydra")
     main()

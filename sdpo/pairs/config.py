@@ -105,6 +105,7 @@ class CollectConfig:
 @dataclass
 class NegativesConfig:
     rule: NegativeRule = NegativeRule.paper
+    """Which sessions are negatives: paper (goal below goal_below) or authors (the released scripts' rule)."""
     goal_below: float = 7.0
     """paper rule: a session is negative for a seat if its goal score < goal_below."""
     goal_at_most: float = 7.0
@@ -136,6 +137,7 @@ class SampleConfig:
 @dataclass
 class SegmentConfig:
     method: SegmentMethod = SegmentMethod.judge
+    """judge: the judge chooses each side's segment; fixed: the first segment.fixed agent turns from the error turn."""
     fixed: list[int] = field(default_factory=lambda: [3, 3])
     """For method=fixed: [negative, positive] segment lengths in agent turns (the paper's [a,b] ablation)."""
     max_reasks: int = 2
@@ -167,6 +169,7 @@ class PairsConfig:
     out_dir: str = "runs/pairs"
     """The run's folder: every stage file, the pair files and the summary live here."""
     stage: Stage = Stage.all
+    """Which stage to run: one of them, or all in order (each resumes and skips what is done)."""
     models: ModelsConfig = field(default_factory=ModelsConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
@@ -184,6 +187,7 @@ class PairsConfig:
     device: str | None = None
     """Device of local models (None: CUDA if present)."""
     progress: bool = True
+    """Show each stage's progress bar with an ETA."""
 
     def __post_init__(self):
         from sotopia_env.render import check_prompt_style
