@@ -45,7 +45,8 @@ def end_of_turn_ids(tokenizer, model=None) -> list[int]:
 
 def sample_next(logits, temperatures, top_ps, generator=None, *, all_greedy: bool | None = None,
                 any_top_p: bool | None = None):
-    """One token per row. ``logits`` (rows, vocab); ``temperatures``, ``top_ps`` (rows,).
+    """One token per row. ``logits`` (rows, vocab); ``temperatures``, ``top_ps`` (rows,);
+    ``generator``: one torch.Generator for the batch, or a list of CPU generators, one per row.
     A temperature of 0 means greedy; top-p keeps the smallest set of tokens whose probability
     reaches ``top_p`` (nucleus sampling). ``all_greedy`` (every temperature is 0) and ``any_top_p``
     (some top-p is below 1) may be given by a caller that knows them, which saves reading the
@@ -64,7 +65,12 @@ def sample_next(logits, temperatures, top_ps, generator=None, *, all_greedy: boo
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     # inverse-CDF sampling: one uniform a row and a binary search (20x cheaper than multinomial on CPU)
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    if isinstance(generator, (list, tuple)):
+        # one CPU generator per row: a row's draws do not depend on which rows share its batch
+        u = torch.tensor([[float(torch.rand((), generator=g, dtype=torch.float64))] for g in generator],
+                         dtype=cdf.dtype).to(probs.device) * cdf[:, -1:]
+    else:
+        u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
     sampled = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
     return torch.where(temperatures <= 0, greedy, sampled)
 
@@ -303,7 +309,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     dropped from the batch and its cache; the KV cache grows a column a step), ``static`` (every
     shape fixed, see ``StaticDecode``), ``graph`` (static, replayed as one CUDA graph a step) or
     ``auto`` (graph on CUDA, dynamic elsewhere). A model whose step cannot be captured decodes
-    dynamically, with one warning.
+    dynamically, with one warning. ``generator``: one for the batch, or one CPU generator per
+    prompt (a row then samples the same tokens whatever batch it is in).
     """
     import torch
 
@@ -365,6 +372,9 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     out: list[list[int]] = [[] for _ in range(rows)]
     caches: list = [None] * rows
     running = list(range(rows))  # which original row each batch row is
+    per_row = isinstance(generator, (list, tuple))
+    if per_row and len(generator) != rows:
+        raise ValueError(f"generator: {len(generator)} per-row generators for {rows} prompts")
     cache_arg = {cache_keyword(model): cache}
 
     def snapshot(batch_rows, static, static_rows):
@@ -395,7 +405,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             static = StaticDecode(model, cache, attention, next_position)
         static_rows = None  # static: the batch rows still running, when some have finished
         for step in range(max_new_tokens):
-            token = sample_next(logits, temps, tops, generator, **sampling)
+            token = sample_next(logits, temps, tops,
+                                [generator[r] for r in running] if per_row else generator, **sampling)
             sampled = token.tolist()
             for row, tok in zip(running, sampled):
                 out[row].append(tok)
@@ -537,15 +548,24 @@ class HFPolicy(Policy):
         return self.conversation.prompt_ids(messages), omitted
 
     def act(self, requests: list[TurnRequest]) -> list[TurnResult]:
-        """Generate the next action of every request in as few batches as ``max_batch_size`` allows."""
+        """Generate the next action of every request in as few batches as ``max_batch_size`` allows.
+        A request with a ``seed`` samples from its own generator, so its action does not depend on
+        the other requests of the batch; the others share the policy's generator."""
+        import torch
+
         prompts = [self.prompt(r) for r in requests]
         temps = [self.temperature if r.temperature is None else r.temperature for r in requests]
         new_tokens: list[list[int]] = []
         with self._lock:
+            gens = None
+            if any(r.seed is not None for r in requests):
+                gens = [torch.Generator().manual_seed(r.seed if r.seed is not None else int(
+                    torch.randint(2**62, (), generator=self.generator))) for r in requests]
             start = time.perf_counter()
             for lo in range(0, len(requests), self.max_batch_size):
                 new_tokens += self._generate([p for p, _ in prompts[lo:lo + self.max_batch_size]],
-                                             temps[lo:lo + self.max_batch_size])
+                                             temps[lo:lo + self.max_batch_size],
+                                             None if gens is None else gens[lo:lo + self.max_batch_size])
             self.stats["generate_seconds"] += time.perf_counter() - start
         results = []
         for request, (ids, omitted), tokens in zip(requests, prompts, new_tokens):
@@ -558,11 +578,12 @@ class HFPolicy(Policy):
         self._count(results)
         return results
 
-    def _generate(self, prompts: list[list[int]], temperatures: list[float]) -> list[list[int]]:
+    def _generate(self, prompts: list[list[int]], temperatures: list[float], generators=None) -> list[list[int]]:
         """One generation batch, reusing and refreshing the prefix cache."""
         settings = {"max_new_tokens": self.max_new_tokens, "stop_ids": self.stop_ids, "decode": self.decode,
                     "pad_id": self.tokenizer.pad_token_id, "temperatures": temperatures,
-                    "top_ps": [self.top_p] * len(prompts), "generator": self.generator}
+                    "top_ps": [self.top_p] * len(prompts),
+                    "generator": self.generator if generators is None else generators}
         self.stats["batches"] += 1
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         if self.prefix_cache is None:

@@ -27,6 +27,9 @@ class TurnRequest:
     turns: Sequence[Turn]
     temperature: float | None = None
     fmt: ConversationFormat | None = None
+    seed: int | None = None
+    """Seed of this turn's sampling (the runner derives it from the episode's seed, the turn and
+    the seat), so that a local model samples the same action whatever other turns share its batch."""
 
 
 @dataclass

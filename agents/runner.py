@@ -192,7 +192,7 @@ class _Run:
             speakers = [names.index(n) for n in env.next_agents()]
             history = list(env.history)
             requests = {s: TurnRequest(task=job.task, agent_index=s, turns=history, temperature=job.temperatures[s],
-                                       fmt=fmt) for s in speakers}
+                                       fmt=fmt, seed=turn_seed(env.seed, env.turn, s)) for s in speakers}
             results = await asyncio.gather(*(self.turn(job.policies[s], requests[s]) for s in speakers))
             before = len(env.history)
             env.step({names[s]: {"action_type": r.action_type, "argument": r.argument}
@@ -278,6 +278,13 @@ def run_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, judge, 
     Jobs whose run key is already stored and evaluated are skipped; stored but unevaluated ones
     are judged again. Returns the records written by this call."""
     return asyncio.run(arun_episodes(jobs, store, judge, concurrency=concurrency, progress=progress))
+
+
+def turn_seed(episode_seed: int, turn: int, seat: int) -> int:
+    """The sampling seed of one turn of one seat: a function of the episode's seed alone, so an
+    episode plays the same whatever else runs beside it (and a branch replays its parent's turns'
+    seeds up to the branch point)."""
+    return (episode_seed * 1_000_003 + turn * 2 + seat) % 2**62
 
 
 def _style_key(prompt_style: str) -> str:
