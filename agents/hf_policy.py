@@ -519,7 +519,10 @@ class HFPolicy(Policy):
         if adapter is not None:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, adapter)
+            from .models import peft_quietly
+
+            with peft_quietly():
+                self.model = PeftModel.from_pretrained(self.model, adapter)
             self.name = f"{self.name}+{adapter}"
         self.model.eval()
         self.conversation = ConversationTokenizer(self.tokenizer)

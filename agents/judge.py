@@ -331,7 +331,9 @@ class LocalJudge:
         self.prompt_style = render.check_prompt_style(prompt_style)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_id)
         self.model = (model if model is not None else load_model(model_id)).eval()
-        self.name = f"local:{model_id if model is None else getattr(self.model, 'name_or_path', model_id)}" + (
+        from .models import model_label
+
+        self.name = f"local:{model_id if model is None else model_label(self.model, model_id)}" + (
             ":sotopia" if self.prompt_style == "sotopia" else "")
         self.max_turn_lines = max_turn_lines
         self._candidates: dict[str, list[list[int]]] = {}

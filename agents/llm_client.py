@@ -21,7 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from sotopia_env.errors import APIError
+from sotopia_env.errors import APIError, ConfigError
 
 litellm.suppress_debug_info = True  # no "Give Feedback" banner on every handled exception
 
@@ -125,6 +125,10 @@ class LLMClient:
         return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, "
                 f"max_concurrency={self.max_concurrency}, timeout={self.timeout}, max_retries={self.max_retries})")
 
+    def check(self, role: str = "model") -> None:
+        """``check_model`` for this client's model, endpoint and key (no paid call)."""
+        check_model(self.model, api_base=self.api_base, api_key=self.__api_key, role=role)
+
     def describe(self) -> dict:
         """Settings safe to store with a record (no key)."""
         return {"model": self.model, "api_base": self.api_base, "timeout": self.timeout,
@@ -189,6 +193,43 @@ class LLMClient:
     def complete_sync(self, messages: list[dict], **kwargs) -> Completion:
         """``complete`` from synchronous code (not from inside a running event loop)."""
         return asyncio.run(self.complete(messages, **kwargs))
+
+
+def check_model(model: str, *, api_base: str | None = None, api_key: str | None = None, role: str = "model",
+                timeout: float = 5.0) -> None:
+    """Fail before the first episode, without a paid call, when ``model`` cannot work: LiteLLM does
+    not know its provider, its API key variable is not set (and no ``api_key`` is given), or its
+    ``api_base`` does not answer (``GET <api_base>/models``; any HTTP answer counts as reachable).
+    Raises ConfigError naming the role (agent, partner, judge), the model and the fix."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        litellm.get_llm_provider(model, api_base=api_base)
+    except Exception as e:  # noqa: BLE001 - LiteLLM raises BadRequestError for an unknown provider
+        raise ConfigError(f"{role} {model!r} is not a model LiteLLM knows ({_short(e, api_key, 120)}); use a "
+                          f"LiteLLM model string such as gpt-4o, openai/<name> with an api_base, hosted_vllm/<name> "
+                          f"or ollama/<name>, or a local model (embedded, hf:<id>, a folder)") from None
+    if not api_key:
+        try:
+            missing = litellm.validate_environment(model=model, api_base=api_base).get("missing_keys") or []
+        except Exception:  # noqa: BLE001 - providers LiteLLM cannot validate are left to the first call
+            missing = []
+        missing = [k for k in missing if not (k.endswith("_API_BASE") and api_base)]
+        if missing:
+            raise ConfigError(f"{role} {model!r} needs {' and '.join(missing)} in the environment (the key is read "
+                              f"from there and never written anywhere); set it, or choose a local model")
+    if api_base:
+        request = urllib.request.Request(api_base.rstrip("/") + "/models", method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered: reachable (it may want a key for this route)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ConfigError(f"{role} {model!r}: api_base {api_base} does not answer ({reason}); start the "
+                              f"server or fix the address") from None
 
 
 def completion_cost(response) -> float:

@@ -44,9 +44,12 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+_EMBEDDED_DIR_NAME = "smollm2-135m-instruct-plain"
+
+
 def _plain_embedded_dir() -> Path:
     """Build (once) and return a folder holding the embedded model as a plain HF checkpoint."""
-    target = cache_dir() / "smollm2-135m-instruct-plain"
+    target = cache_dir() / _EMBEDDED_DIR_NAME
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -78,6 +81,25 @@ def rebuild_plain(model):
         raise RuntimeError(f"rebuilding the GGUF model lost weights: missing={missing}, unexpected={unexpected}")
     plain.tie_weights()
     return plain
+
+
+def model_label(model, default: str = "model") -> str:
+    """A model's id for records: its ``name_or_path``, but ``embedded`` for the embedded default
+    (not the absolute path of its cached copy, which differs between machines)."""
+    name = str(getattr(model, "name_or_path", "") or default)
+    return "embedded" if Path(name).name == _EMBEDDED_DIR_NAME else name
+
+
+def peft_quietly():
+    """A context in which peft wraps a model without transformers' FutureWarning about the
+    ``is_gradient_checkpointing`` attribute peft reads (peft's use, not ours; one place)."""
+    import contextlib
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    return stack
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -133,7 +155,8 @@ def load_model(model_id: str, *, dtype=None, device=None):
 
         base_id = json.loads(adapter_config.read_text())["base_model_name_or_path"]
         base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_id), dtype=dtype)
-        model = PeftModel.from_pretrained(base, path)
+        with peft_quietly():
+            model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device)

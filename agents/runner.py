@@ -96,6 +96,11 @@ class _Batcher:
                     await asyncio.sleep(0)
 
 
+def _turn_share(job: EpisodeJob) -> int:
+    """The turns a job can play at most (a branch starts after its history's turns)."""
+    return max(0, job.max_turns - len({t.turn for t in job.history}))
+
+
 def _fatal(error: BaseException) -> bool:
     """An error no other episode would escape (bad key, bad request): stop the whole run."""
     from .llm_client import FATAL_ERRORS
@@ -104,17 +109,32 @@ def _fatal(error: BaseException) -> bool:
 
 
 class _Run:
-    def __init__(self, store: EpisodeStore | None, judge, concurrency: int, progress: bool, total: int):
+    def __init__(self, store: EpisodeStore | None, judge, concurrency: int, progress: bool, total: int,
+                 total_turns: int = 0):
         self.store, self.judge = store, judge
+        self.total = total
         self.slots = asyncio.Semaphore(concurrency)
         self.batchers: dict[int, _Batcher] = {}
         self.records: list[EpisodeRecord] = []
         self.failures: list[tuple[str, BaseException]] = []
+        self._turns: dict[str, int] = {}  # turns played so far, per running episode
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc="episodes", unit="ep", file=sys.stderr)
+            # The bar counts turns (an episode that ends early fills the rest of its share), so it
+            # moves and its ETA means something long before the first episode is done.
+            self.bar = tqdm(total=total_turns + total, desc="turns", unit="turn", file=sys.stderr)
+            self._postfix()
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"episodes {len(self.records)}/{self.total}"
+                                     + (f", FAILED {len(self.failures)}" if self.failures else ""), refresh=False)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None and n > 0:
+            self.bar.update(n)
 
     async def turn(self, policy: Policy, request: TurnRequest) -> TurnResult:
         if getattr(policy, "batched", False):
@@ -150,8 +170,8 @@ class _Run:
         if self.store is not None:
             self.store.append(record)
         self.records.append(record)
-        if self.bar is not None:
-            self.bar.update(1)
+        self._postfix()
+        self.advance(1)
 
     async def play(self, job: EpisodeJob) -> None:
         async with self.slots:
@@ -162,9 +182,10 @@ class _Run:
                 if _fatal(e):
                     raise
                 self.failures.append((job.run_key, e))
-                if self.bar is not None:
-                    self.bar.update(1)
+                self._postfix()
+                self.advance(_turn_share(job) - self._turns.pop(job.run_key, 0) + 1)
                 return
+            self.advance(_turn_share(job) - self._turns.pop(job.run_key, 0))
             self.finish(record)
 
     async def rejudge(self, record: EpisodeRecord) -> None:
@@ -197,6 +218,8 @@ class _Run:
             before = len(env.history)
             env.step({names[s]: {"action_type": r.action_type, "argument": r.argument}
                       for s, r in zip(speakers, results)})
+            self._turns[job.run_key] = self._turns.get(job.run_key, 0) + 1
+            self.advance(1)
             by_seat = dict(zip(speakers, results))
             for t in env.history[before:]:
                 r = by_seat.get(t.agent_index)
@@ -248,7 +271,10 @@ async def arun_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, 
     todo = [j for j in jobs if j.run_key not in done and j.run_key not in unevaluated]
     rejudge = [unevaluated[j.run_key] for j in jobs if j.run_key in unevaluated and judge is not None]
     todo += [j for j in jobs if j.run_key in unevaluated and judge is None]
-    run = _Run(store, judge, concurrency, progress, len(todo) + len(rejudge))
+    if todo or rejudge:
+        check_api_models([p for j in todo for p in j.policies], judge if rejudge or todo else None)
+    run = _Run(store, judge, concurrency, progress, len(todo) + len(rejudge),
+               total_turns=sum(_turn_share(j) for j in todo))
     tasks = [asyncio.create_task(run.play(j)) for j in todo] + [asyncio.create_task(run.rejudge(r)) for r in rejudge]
     try:
         await asyncio.gather(*tasks)
@@ -278,6 +304,19 @@ def run_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, judge, 
     Jobs whose run key is already stored and evaluated are skipped; stored but unevaluated ones
     are judged again. Returns the records written by this call."""
     return asyncio.run(arun_episodes(jobs, store, judge, concurrency=concurrency, progress=progress))
+
+
+def check_api_models(policies: Sequence[Policy], judge=None) -> None:
+    """Check every API model of a run once (agent, partner, judge) before the first episode:
+    ConfigError at once for an unknown model, a missing key or an api_base that does not answer
+    (``agents.llm_client.check_model``; no paid call)."""
+    seen: set[int] = set()
+    for role, owner in [("policy", p) for p in policies] + [("judge", judge)]:
+        client = getattr(owner, "client", None)
+        if client is None or id(client) in seen or not hasattr(client, "check"):
+            continue
+        seen.add(id(client))
+        client.check(role=role)
 
 
 def turn_seed(episode_seed: int, turn: int, seat: int) -> int:

@@ -71,6 +71,7 @@ def plot_output_length(lengths: Mapping[str, Sequence[float]], path: str | Path,
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("agent's turn")
     ax.set_ylabel("words per action (mean)")
+    ax.set_ylim(bottom=0)  # from zero: a fall from 28 to 23 words must not look like one to nothing
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -268,6 +268,21 @@ def job_plan(cfg: SotopiaBenchConfig, tasks) -> list[tuple[Any, list[int], str]]
 
 # --- Models -----------------------------------------------------------------------------------
 
+def check_api_models(cfg: SotopiaBenchConfig) -> None:
+    """Before any model is loaded: every API model of the run is known to LiteLLM, has its key in
+    the environment and its api_base answers (ConfigError otherwise, in a second, before a turn)."""
+    from agents.llm_client import check_model
+
+    roles = [("agent", cfg.agent, cfg.agent_api_base)]
+    if not cfg.self_chat:
+        roles.append(("partner", cfg.partner, cfg.partner_api_base))
+    if cfg.judge != "local":
+        roles.append(("judge", cfg.judge, cfg.judge_api_base))
+    for role, model, api_base in roles:
+        if not _is_local(model):
+            check_model(model, api_base=api_base, role=role)
+
+
 def build_models(cfg: SotopiaBenchConfig):
     """(agent policy, partner policy, judge). Self-chat shares one policy object; the local
     judge reuses the embedded model when a policy already loaded it."""
@@ -347,6 +362,8 @@ def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
 
     start = time.perf_counter()
     out = Path(cfg.output_dir)
+    if models is None:
+        check_api_models(cfg)   # before anything is written or loaded
     check_resume(cfg, out)
     store = EpisodeStore(out / "episodes.jsonl")
     plan = job_plan(cfg, load_task_set(cfg))

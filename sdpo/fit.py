@@ -38,7 +38,7 @@ from typing import Optional
 
 import torch
 
-from agents.models import latest_checkpoint
+from agents.models import latest_checkpoint, peft_quietly
 from sotopia_env.errors import ConfigError, DataError
 
 DEMO_PAIRS = str(Path(__file__).parent / "data" / "demo_pairs.jsonl")
@@ -138,7 +138,7 @@ class FitConfig:
     resume: bool = True
     """Resume from the latest checkpoint in output_dir when there is one."""
     reference_cache: bool = True
-    """Cache the reference log-probs beside the pair file (else keep them in memory only)."""
+    """Cache the reference log-probs in output_dir/reference (else keep them in memory only)."""
     log_every: int = 1
     """Log metrics every N optimizer steps (stdout, metrics.jsonl, TensorBoard)."""
     tensorboard: bool = False
@@ -307,9 +307,10 @@ def fit(cfg: FitConfig) -> FitResult:
 
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                                                 target_modules=list(cfg.lora_target_modules)))
+        with peft_quietly():
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                     lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                                                     target_modules=list(cfg.lora_target_modules)))
     params = [p for p in model.parameters() if p.requires_grad]
 
     # --- optimizer and schedule ---------------------------------------------------------------
@@ -321,14 +322,14 @@ def fit(cfg: FitConfig) -> FitResult:
         optimizer, lambda s: lr_lambda(s, total_steps, warmup, cfg.schedule))
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    # --- reference log-probs: once, no grad, cached beside the data ----------------------------
+    # --- reference log-probs: once, no grad, cached in the run's folder ------------------------
     reference: dict = {}
     if not is_sft:
         settings = {"max_length": cfg.max_length, "chat_template": conv.chat_template, "bf16": cfg.bf16,
                     "formats": sorted({json.dumps(dataclasses.asdict(p.format), sort_keys=True) for p in pairs})}
         key = ref_cache.cache_key(cfg.model, ref_cache.weights_fingerprint(accelerator.unwrap_model(model)),
                                   ref_cache.file_hash(cfg.data), settings)
-        path = ref_cache.cache_path(cfg.data, key)
+        path = ref_cache.cache_path(out_dir, cfg.data, key)
         reference = (ref_cache.load_reference(path, key) if cfg.reference_cache else None) or {}
         if any(tp.pair_id not in reference for tp in tokenized):
             reference = ref_cache.compute_reference(

@@ -1,8 +1,9 @@
-"""Reference per-turn log-probs: computed once, without gradients, and cached beside the data.
+"""Reference per-turn log-probs: computed once, without gradients, and cached in the run's folder.
 
 The reference policy pi_ref is the BC agent, frozen (SDPO.md §3), so its log-probs of a pair
 never change during training. They are computed in one no-grad pass before the first step and
-saved next to the pair file as ``<pairs>.ref-<key>.pt``; ``key`` hashes the model id, a
+saved in the run's output folder as ``reference/<pairs>.ref-<key>.pt`` (never beside the data,
+which may be read-only, e.g. the demo pairs inside an installed package); ``key`` hashes the model id, a
 fingerprint of its weights, the pair file's bytes and the tokenization settings, so a changed
 model, data file or setting gets a new cache instead of stale numbers. With LoRA the reference is
 the base model with the adapter disabled: no second model is ever held in memory.
@@ -54,9 +55,9 @@ def cache_key(model_id: str, fingerprint: str, data_hash: str, settings: dict) -
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def cache_path(data_path: str | os.PathLike, key: str) -> Path:
-    data_path = Path(data_path)
-    return data_path.with_name(f"{data_path.name}.ref-{key}.pt")
+def cache_path(output_dir: str | os.PathLike, data_path: str | os.PathLike, key: str) -> Path:
+    """Where the reference log-probs of ``data_path`` under ``key`` live in a run's folder."""
+    return Path(output_dir) / "reference" / f"{Path(data_path).name}.ref-{key}.pt"
 
 
 def _adapter_disabled(model):
@@ -100,6 +101,7 @@ def save_reference(path: str | os.PathLike, key: str, reference: dict[str, tuple
     blob = {"key": key, "meta": json.dumps(meta, sort_keys=True), "pair_ids": ids,
             "chosen": [reference[i][0] for i in ids], "rejected": [reference[i][1] for i in ids]}
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(blob, tmp)
     os.replace(tmp, path)

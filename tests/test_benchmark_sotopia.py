@@ -182,7 +182,7 @@ def test_config_validation_and_hydra_compose(tmp_path):
     from hydra import compose, initialize
     from omegaconf import OmegaConf
 
-    from benchmarks.sotopia import _register
+    from hydra.core.config_store import ConfigStore
 
     with pytest.raises(ConfigError, match="allowed: test, hard, files"):
         SotopiaBenchConfig(tasks="train")
@@ -190,7 +190,7 @@ def test_config_validation_and_hydra_compose(tmp_path):
         SotopiaBenchConfig(tasks="files")
     with pytest.raises(ConfigError, match="limit"):
         SotopiaBenchConfig(limit=0)
-    _register()
+    ConfigStore.instance().store(name="sotopia_bench", node=SotopiaBenchConfig)
     with initialize(version_base="1.3", config_path=None):
         cfg = OmegaConf.to_object(compose("sotopia_bench", overrides=["max_turns=10", "tasks=hard", "partner=gpt-4o"]))
     assert isinstance(cfg, SotopiaBenchConfig) and cfg.max_turns == 10 and cfg.tasks.value == "hard"

@@ -44,3 +44,28 @@ def test_bad_input_is_short_and_exits_2(tmp_path):
     assert proc.returncode == 2 and "missing.jsonl" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("sdpo.fit", f"data={tmp_path / 'missing.jsonl'}", f"output_dir={tmp_path / 'fit'}", "--traceback")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_missing_key_fails_before_the_first_episode(tmp_path):
+    """judge=gpt-4o without OPENAI_API_KEY: one line naming the variable, exit 2, within seconds,
+    before any model is loaded or any episode played."""
+    import os
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.sotopia", "judge=gpt-4o", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr
+    assert "judge 'gpt-4o' needs OPENAI_API_KEY in the environment" in proc.stderr
+    assert not (tmp_path / "episodes.jsonl").exists() or not (tmp_path / "episodes.jsonl").read_text()
+    assert elapsed < 30, elapsed   # python start-up and imports included; the check itself is instant
+    # an api_base that does not answer, and a model string LiteLLM does not know
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.sotopia", "judge=openai/judge",
+                           "judge_api_base=http://127.0.0.1:9/v1", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120, env={**env, "OPENAI_API_KEY": "sk-test"})
+    assert proc.returncode == 2 and "api_base http://127.0.0.1:9/v1 does not answer" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.sotopia", "partner=gpt4o-typo", f"output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "partner 'gpt4o-typo' is not a model LiteLLM knows" in proc.stderr

@@ -57,8 +57,9 @@ def test_toy_overfit_loss_goes_down(tiny_dir, demo_copy, tmp_path, loss, lr, dro
         assert "logps/gap_turn_0" in last and "logps/chosen" in last
     log = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in log] == list(range(1, 9))
-    # the reference was cached beside the data and is reused by the next run
-    assert len(list(Path(demo_copy).parent.glob("pairs.jsonl.ref-*.pt"))) == (1 if loss == "sdpo" else 0)
+    # the reference was cached in the run's folder (never beside the data) and is reused by the next run
+    assert len(list((tmp_path / "out" / "reference").glob("pairs.jsonl.ref-*.pt"))) == (1 if loss == "sdpo" else 0)
+    assert not list(Path(demo_copy).parent.glob("*.ref-*.pt"))
 
 
 def test_resume_is_exact(tiny_dir, demo_copy, tmp_path):

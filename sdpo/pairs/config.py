@@ -76,8 +76,9 @@ class ModelsConfig:
     """OpenAI-compatible endpoint for LiteLLM models (None: the provider's default)."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (the key itself is never stored)."""
-    max_new_tokens: int = 128
-    """Token limit of one agent turn (local and API models)."""
+    max_new_tokens: int = 48
+    """Token limit of one agent turn (local and API models); 48 keeps the CPU default short, the
+    paper's models need about 128."""
     judge_max_tokens: int = 512
     """Token limit of one judge answer for error location and segment selection."""
     max_concurrency: int = 8
@@ -90,16 +91,18 @@ class CollectConfig:
     """Built-in task split the agent plays ("bc", "align", "test", "hard", "all")."""
     task_ids: list[str] = field(default_factory=list)
     """Play only these task ids/codenames (empty: the whole split)."""
-    max_tasks: int | None = None
-    """Use at most this many tasks of the split (in file order)."""
-    interlocutors: list[str] = field(default_factory=lambda: ["self", "partner"])
+    max_tasks: int | None = 2
+    """Use at most this many tasks of the split (in file order); null: all. The default 2 (with
+    interlocutors=[self] and max_turns=6) is a quick look that finishes in minutes on a CPU; the
+    paper: collect.max_tasks=null collect.interlocutors=[self,partner] collect.max_turns=20."""
+    interlocutors: list[str] = field(default_factory=lambda: ["self"])
     """Sessions to collect: "self" (self-chat) and/or "partner" (the agent against models.partner, both seats)."""
     repeats: int = 1
     """Sessions per task and interlocutor."""
     temperature: float = 0.7
     """Sampling temperature of both seats while collecting (the paper's test setting)."""
-    max_turns: int = 20
-    """Turn limit of a session."""
+    max_turns: int = 6
+    """Turn limit of a session (the paper and SOTOPIA: 20)."""
 
 
 @dataclass

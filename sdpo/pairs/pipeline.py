@@ -22,8 +22,10 @@ skip keys with a final entry, so finished work costs no second model or judge ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -242,24 +244,28 @@ class PairPipeline:
                                      max_tokens=self.config.models.judge_max_tokens, **asker)
             ledger.append({"key": neg.key, **entry})
 
-        self._gather([one(n) for n in pending], "locate")
+        self._gather([functools.partial(one, n) for n in pending], "locate")
 
-    def _gather(self, coroutines: list, desc: str) -> None:
-        if not coroutines:
+    def _gather(self, calls: list, desc: str) -> None:
+        """Run the async ``calls`` (functions of no argument), at most ``models.max_concurrency`` at
+        once. Coroutines are made only when their turn comes, so a failure leaves none un-awaited."""
+        if not calls:
             return
         from tqdm.auto import tqdm
 
         async def main():
             sem = asyncio.Semaphore(self.config.models.max_concurrency)
-            bar = tqdm(total=len(coroutines), desc=desc, disable=not self.config.progress)
+            bar = tqdm(total=len(calls), desc=desc, disable=not self.config.progress)
 
-            async def bounded(c):
+            async def bounded(call):
                 async with sem:
-                    await c
+                    await call()
                 bar.update(1)
 
-            await asyncio.gather(*(bounded(c) for c in coroutines))
-            bar.close()
+            try:
+                await asyncio.gather(*(bounded(c) for c in calls))
+            finally:
+                bar.close()
 
         asyncio.run(main())
 
@@ -353,7 +359,7 @@ class PairPipeline:
                                      max_tokens=self.config.models.judge_max_tokens, **asker)
             ledger.append({"key": neg.key, **entry})
 
-        self._gather([one(n) for n in pending], "segment")
+        self._gather([functools.partial(one, n) for n in pending], "segment")
 
     # ------------------------------------------------------------------ ETO / DMPO: sessions from the start
 
@@ -440,11 +446,14 @@ class PairPipeline:
         self.save_config()
         order = [Stage.collect, Stage.negatives, Stage.locate, Stage.sample, Stage.segment, Stage.scratch]
         write_counts = None
-        for s in order:
-            if stage in (s, Stage.all):
+        chosen = [s for s in order + [Stage.write] if stage in (s, Stage.all)]
+        for i, s in enumerate(chosen, start=1):
+            if self.config.progress:
+                print(f"[{i}/{len(chosen)}] {s.value}", file=sys.stderr, flush=True)
+            if s is Stage.write:
+                write_counts = self.write()
+            else:
                 getattr(self, s.value)()
-        if stage in (Stage.write, Stage.all):
-            write_counts = self.write()
         summary = self.summary(write_counts)
         if self.config.progress:
             print(format_summary(summary))
