@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sotopia_env.episode import EpisodeStore
-from sotopia_env.errors import ConfigError, SotopiaError
+from sotopia_env.errors import ConfigError
 
 from . import plots, results
 

@@ -283,7 +283,11 @@ class SotopiaEnv(ParallelEnv):
             turns = turns[:branch_turn]
 
         if task is not None:
-            self._set_task(self._resolve_task(task))
+            resolved = self._resolve_task(task)
+            self._check_history_task(resolved, history, turns)
+            self._set_task(resolved)
+        else:
+            self._check_history_task(self.task, history, turns)
         self._start_seed(seed)
         self.history = []
         self._lines = []
@@ -428,6 +432,25 @@ class SotopiaEnv(ParallelEnv):
         self.possible_agents = list(names)
         self.observation_spaces = dict.fromkeys(names, self._observation_space)
         self.action_spaces = dict.fromkeys(names, self._action_space)
+
+    @staticmethod
+    def _check_history_task(task: Task, history: Any, turns: list[Turn]) -> None:
+        """A history belongs to the task it is replayed on: a record of another task (or turns whose
+        speakers are not this task's characters) would put one task's lines in another's mouths."""
+        if isinstance(history, EpisodeRecord) and history.task.pk != task.pk:
+            raise ConfigError(
+                f"the history is episode {history.episode_id} of task {history.task.pk!r} "
+                f"({' and '.join(history.task.agent_names)}), not of task {task.pk!r} "
+                f"({' and '.join(task.agent_names)}); reset with its own task"
+            )
+        names = task.agent_names
+        for i, t in enumerate(turns):
+            if t.speaker and t.speaker != names[t.agent_index]:
+                raise ConfigError(
+                    f"history turn index {i} was spoken by {t.speaker!r} in seat {t.agent_index}, but seat "
+                    f"{t.agent_index} of task {task.pk!r} is {names[t.agent_index]!r}; the history belongs "
+                    f"to another task"
+                )
 
     def _start_seed(self, seed: int | None) -> None:
         if seed is not None:

@@ -510,3 +510,19 @@ def test_incremental_termination_matches_whole_history_rule(turn_order):
         assert (reason, index) == (record.termination, len(record.turns) - 1)
         reasons.add(reason)
     assert reasons == {"leave", "stale", "max_turns"}
+
+
+def test_history_of_another_task_is_refused():
+    """A branch of task A's record on task B would put A's lines in B's characters' mouths and
+    record the wrong parent: refused, naming both tasks (or the speaker that does not fit)."""
+    from sotopia_env import builtin_tasks
+
+    env = parallel_env(TASK, max_turns=6)
+    record, _, _ = play(env, seed=0, allow_leave=False)
+    other = builtin_tasks("test")[0]
+    with pytest.raises(ConfigError, match=f"of task {TASK.pk!r} .*not of task {other.pk!r}"):
+        parallel_env(other).reset(options={"task": other, "history": record, "branch_turn": 2})
+    with pytest.raises(ConfigError, match=f"spoken by {MIA!r} in seat 0, but seat 0 of task {other.pk!r}"):
+        parallel_env(other).reset(options={"history": record.turns[:2]})
+    obs, _ = env.reset(options={"history": record, "branch_turn": 2})   # its own task: fine
+    assert env.turn == 2
