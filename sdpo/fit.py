@@ -39,6 +39,7 @@ from typing import Optional
 import torch
 
 from agents.models import latest_checkpoint, peft_quietly
+from sotopia_env.episode import append_jsonl, read_jsonl, rewrite_jsonl
 from sotopia_env.errors import ConfigError, DataError
 
 DEMO_PAIRS = str(Path(__file__).parent / "data" / "demo_pairs.jsonl")
@@ -471,19 +472,17 @@ def fit(cfg: FitConfig) -> FitResult:
 # Checkpoints and the metrics log.
 
 def _append_log(path: Path, metrics: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(metrics) + "\n")
+    append_jsonl(path, metrics)   # the one append-only writer: flushed, fsynced, torn tails cut
 
 
 def _read_log(path: Path, up_to_step: int) -> list[dict]:
     """Metrics already logged up to the resumed step (lines past it, from after the checkpoint
-    of an interrupted run, are dropped from the file so it stays one line per step)."""
+    of an interrupted run, are dropped from the file so it stays one line per step). A torn last
+    line (the run was killed mid-write) is skipped with a warning, as in every log we append to."""
     if not path.exists():
         return []
-    kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [m for m in kept if m.get("step", 0) <= up_to_step]
-    path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    kept = [m for _, m in read_jsonl(path) if m.get("step", 0) <= up_to_step]
+    rewrite_jsonl(path, kept)
     return kept
 
 

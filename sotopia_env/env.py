@@ -500,9 +500,7 @@ class SotopiaEnv(ParallelEnv):
                 )
             action_type = ACTION_TYPES[index]
         argument = action.get("argument", "")
-        if argument is None:
-            argument = ""
-        if not isinstance(argument, str):
+        if not isinstance(argument, str):  # one rule on every path (Turn.from_dict too): a string
             raise DataError(
                 f"argument of {agent!r} must be a str, got {type(argument).__name__}", field="argument"
             )

@@ -54,8 +54,12 @@ class Turn:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Turn":
+        argument = d.get("argument", "")
+        if not isinstance(argument, str):  # never "None", "nan" or "{...}" trained on as if said
+            raise DataError(f"a turn's argument must be a string, got {type(argument).__name__} {argument!r:.40}",
+                            field="argument")
         return cls(turn=int(d["turn"]), agent_index=int(d["agent_index"]), speaker=str(d.get("speaker", "")),
-                   action_type=str(d["action_type"]), argument=str(d.get("argument", "")),
+                   action_type=str(d["action_type"]), argument=argument,
                    prompt_tokens=int(d.get("prompt_tokens", 0)), completion_tokens=int(d.get("completion_tokens", 0)),
                    fallback=bool(d.get("fallback", False)))
 
@@ -150,6 +154,18 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=i)
         yield i, obj
+
+
+def rewrite_jsonl(path: str | os.PathLike, objs: list[dict]) -> None:
+    """Replace a JSONL file by ``objs``, one a line, atomically (a crash leaves the old file or
+    the new one, never half of each)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def append_jsonl(path: str | os.PathLike, obj: dict) -> None:

@@ -127,3 +127,29 @@ def test_store_loads_with_datasets(tmp_path):
     assert ds[1]["evaluation"]["evaluated"] is False and ds[2]["evaluation"] is None
     assert [len(t) for t in ds["turns"]] == [len(r.turns) for r in records]
     assert ds[0]["task"]["profiles"][0]["first_name"] == "Mia"
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), {"text": "hi"}, 3])
+def test_a_turn_argument_is_a_string_on_every_path(tmp_path, bad):
+    """Store, pair file and env agree: an argument that is not a string is refused with the file,
+    line and field, never read as "None", "nan" or "{...}" (and trained on)."""
+    from sdpo.pairs_schema import read_pairs
+    from tests.pair_fixtures import make_pair
+
+    env = parallel_env(TASK, max_turns=4)
+    record, _, _ = play(env, seed=0, allow_leave=False)
+    row = record.to_dict()
+    row["turns"][1]["argument"] = bad
+    store = tmp_path / "episodes.jsonl"
+    store.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"episodes.jsonl line 1: field 'turns'.*argument must be a string"):
+        list(EpisodeStore(store))
+    pair = make_pair("p").to_dict()
+    pair["history"][0]["argument"] = bad
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(pair) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl line 1: field 'history\[0\]'.*argument must be a string"):
+        read_pairs(pairs)
+    env.reset(seed=0)
+    with pytest.raises(DataError, match="argument"):
+        env.step({env.agents[0]: {"action_type": "speak", "argument": bad}})

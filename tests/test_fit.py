@@ -85,6 +85,20 @@ def test_resume_is_exact(tiny_dir, demo_copy, tmp_path):
     assert "loss: sdpo" in (second.checkpoint / "fit_config.yaml").read_text()
 
 
+def test_resume_survives_a_torn_metrics_line(tiny_dir, demo_copy, tmp_path):
+    """A run killed while appending to metrics.jsonl leaves a torn last line: resume skips it with a
+    warning (the shared JSONL reader) and goes on, instead of a raw JSONDecodeError."""
+    out = tmp_path / "out"
+    fit(_cfg(tiny_dir, demo_copy, out, max_steps=4, stop_after_steps=2, save_every=1))
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "loss": 0.6')   # the crash
+    with pytest.warns(UserWarning, match="torn last line"):
+        result = fit(_cfg(tiny_dir, demo_copy, out, max_steps=4, save_every=1))
+    assert result.step == 4
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
 def test_checkpoint_loads_as_policy(tiny_dir, demo_copy, tmp_path):
     from agents.models import load_model
 
