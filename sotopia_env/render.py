@@ -308,21 +308,25 @@ def _sotopia_raw(task: Task) -> tuple[list[str], list[str]]:
     return bios, goals
 
 
-def _sotopia_background(task: Task, viewer: int | None) -> str:
+def _sotopia_script_background(task: Task, viewer: int | None):
+    """The ScriptBackground ``ParallelSotopiaEnv.reset`` builds: the environment's (``viewer``
+    None: every bio and goal rendered in full) or agent ``viewer``'s (the others' "Unknown")."""
     s = sotopia_api()
     bios, goals = _sotopia_raw(task)
     if viewer is None:
         env = s.parallel.render_text_for_environment
-        bg = s.ScriptBackground(scenario=env(task.scenario.scenario), agent_names=task.agent_names,
-                                agent_backgrounds=[env(b) for b in bios], agent_goals=[env(g) for g in goals])
-    else:
-        agent = s.parallel.render_text_for_agent
-        hidden = [g if j == viewer else "Unknown" for j, g in enumerate(goals)]
-        bg = s.ScriptBackground(scenario=agent(task.scenario.scenario, viewer), agent_names=task.agent_names,
-                                agent_backgrounds=[agent(b, viewer) if j == viewer else "Unknown"
-                                                   for j, b in enumerate(bios)],
-                                agent_goals=[agent(g, viewer) for g in hidden])
-    return bg.to_natural_language()
+        return s.ScriptBackground(scenario=env(task.scenario.scenario), agent_names=task.agent_names,
+                                  agent_backgrounds=[env(b) for b in bios], agent_goals=[env(g) for g in goals])
+    agent = s.parallel.render_text_for_agent
+    hidden = [g if j == viewer else "Unknown" for j, g in enumerate(goals)]
+    return s.ScriptBackground(scenario=agent(task.scenario.scenario, viewer), agent_names=task.agent_names,
+                              agent_backgrounds=[agent(b, viewer) if j == viewer else "Unknown"
+                                                 for j, b in enumerate(bios)],
+                              agent_goals=[agent(g, viewer) for g in hidden])
+
+
+def _sotopia_background(task: Task, viewer: int | None) -> str:
+    return _sotopia_script_background(task, viewer).to_natural_language()
 
 
 def _sotopia_steps(task: Task, turns: Sequence[Turn]) -> list[tuple[int, dict[str, Any]]]:
@@ -377,11 +381,7 @@ def _sotopia_inbox(task: Task, turns: Sequence[Turn]) -> list[tuple[str, Any]]:
     """The env's inbox at the end of an episode: the environment's background, then per step
     ``Turn #k`` and every agent's action."""
     s = sotopia_api()
-    bios, goals = _sotopia_raw(task)
-    env = s.parallel.render_text_for_environment
-    inbox: list[tuple[str, Any]] = [("Environment", s.ScriptBackground(
-        scenario=env(task.scenario.scenario), agent_names=task.agent_names,
-        agent_backgrounds=[env(b) for b in bios], agent_goals=[env(g) for g in goals]))]
+    inbox: list[tuple[str, Any]] = [("Environment", _sotopia_script_background(task, None))]
     for turn, actions in _sotopia_steps(task, turns):
         inbox.append(("Environment", s.SimpleMessage(message=f"Turn #{turn + 1}")))
         inbox += list(actions.items())
