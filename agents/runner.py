@@ -272,7 +272,7 @@ async def arun_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, 
     rejudge = [unevaluated[j.run_key] for j in jobs if j.run_key in unevaluated and judge is not None]
     todo += [j for j in jobs if j.run_key in unevaluated and judge is None]
     if todo or rejudge:
-        check_api_models([p for j in todo for p in j.policies], judge if rejudge or todo else None)
+        check_api_models([p for j in todo for p in j.policies], judge)
     run = _Run(store, judge, concurrency, progress, len(todo) + len(rejudge),
                total_turns=sum(_turn_share(j) for j in todo))
     tasks = [asyncio.create_task(run.play(j)) for j in todo] + [asyncio.create_task(run.rejudge(r)) for r in rejudge]
