@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from sotopia_env import render
 from sotopia_env.episode import EpisodeRecord
-from sotopia_env.errors import APIError, DataError
+from sotopia_env.errors import APIError, DataError, FatalAPIError
 from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS, AgentEvaluation, EpisodeEvaluation
 
 # What each dimension asks in the native style: SOTOPIA's evaluator content in our words
@@ -169,17 +169,20 @@ async def ask_json(client, messages: list[dict], validate: Callable[[dict], obje
     ``validate(obj)``. When the answer is not JSON or ``validate`` raises DataError, the answer
     and the error message go back to the model and it is asked again, at most ``max_reasks``
     times; then JudgeError (an APIError) is raised with every problem. ``usage`` (a dict) is
-    increased by the tokens and cost of every call. APIError from the client propagates."""
+    increased by the tokens, cost, retries and re-asks of every call. APIError from the client
+    propagates."""
     from sotopia_env.errors import JudgeError
 
     conversation = list(messages)
     problems = []
-    for _ in range(max_reasks + 1):
+    for ask in range(max_reasks + 1):
         completion = await client.complete(conversation, temperature=0.0, max_tokens=max_tokens)
         if usage is not None:
             for k in ("prompt_tokens", "completion_tokens", "cost"):
                 usage[k] = usage.get(k, 0) + getattr(completion, k)
             usage["calls"] = usage.get("calls", 0) + 1
+            usage["retries"] = usage.get("retries", 0) + completion.attempts - 1
+            usage["reasks"] = usage.get("reasks", 0) + (ask > 0)
         try:
             return validate(extract_json(completion.text))
         except DataError as problem:
@@ -214,11 +217,14 @@ class LLMJudge:
 
     async def aevaluate_with_usage(self, record: EpisodeRecord) -> tuple[EpisodeEvaluation, dict]:
         """The evaluation and the judge's token/cost accounting for this episode."""
-        usage: dict = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "calls": 0}
+        usage: dict = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "calls": 0, "retries": 0,
+                       "reasks": 0}
         try:
             validate = parse_sotopia_evaluation if self.prompt_style == "sotopia" else parse_evaluation
             agents = await ask_json(self.client, judge_messages(record, self.prompt_style), validate,
                                     self.max_reasks, max_tokens=self.max_tokens, usage=usage)
+        except FatalAPIError:  # a refused key or unknown model fails every episode alike: the run stops
+            raise
         except APIError as e:  # JudgeError included: stored unevaluated, retried by the next run
             return EpisodeEvaluation.failed(self.name, str(e)), usage
         return EpisodeEvaluation(agents=agents, judge=self.name), usage

@@ -50,6 +50,7 @@ class LiteLLMPolicy(Policy):
         action_type, argument, fallback = parse_action(completion.text, (request.fmt or self.fmt).prompt_style)
         result = TurnResult(action_type=action_type, argument=argument, prompt_tokens=completion.prompt_tokens,
                             completion_tokens=completion.completion_tokens, fallback=fallback,
-                            omitted_turns=omitted, cost=completion.cost, raw=completion.text)
+                            omitted_turns=omitted, cost=completion.cost, raw=completion.text,
+                            retries=completion.attempts - 1)
         self._count([result])
         return result

@@ -5,8 +5,11 @@ Model strings are LiteLLM's: ``gpt-4o``, ``openai/<name>`` with ``api_base`` (an
 OpenAI-compatible server), ``hosted_vllm/<name>``, ``ollama/<name>``... tenacity is the only
 retry layer (LiteLLM's and the OpenAI SDK's own retries are switched off): rate limits,
 timeouts, connection errors and 5xx answers are retried with exponential back-off and jitter,
-honouring ``Retry-After``; authentication and bad-request errors fail at once. API keys come
-from the argument or the provider's environment variable and are never written anywhere.
+honouring ``Retry-After``. Every other error is fatal (``FatalAPIError``: a refused key, no access,
+no such model, a request that can never fit): it fails at once, naming the model and where its key
+comes from, and stops the run. ``is_retryable`` is the one place that tells the two apart. API keys
+come from the argument or the provider's environment variable and are never written anywhere:
+error texts go through ``sotopia_env.redaction``.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from sotopia_env.errors import APIError, ConfigError
+from sotopia_env.errors import APIError, ConfigError, FatalAPIError
+from sotopia_env.redaction import install_log_redaction, is_secret_name, redact, register_secret
 
 litellm.suppress_debug_info = True  # no "Give Feedback" banner on every handled exception
+install_log_redaction()  # LiteLLM logs failed requests, and a provider's error text may quote the key
 
 
 async def drain_logging(timeout: float = 10.0) -> None:
@@ -48,7 +53,8 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = tuple(
     e for e in (getattr(litellm, name, None) for name in (
         "RateLimitError", "Timeout", "APIConnectionError", "InternalServerError", "ServiceUnavailableError",
         "BadGatewayError")) if isinstance(e, type))
-# Exceptions no retry can fix: the request or the credentials are wrong.
+# Exceptions no retry can fix: the request or the credentials are wrong (checked first: some are
+# subclasses of retryable ones).
 FATAL_ERRORS: tuple[type[BaseException], ...] = tuple(
     e for e in (getattr(litellm, name, None) for name in (
         "AuthenticationError", "BadRequestError", "PermissionDeniedError", "NotFoundError",
@@ -57,13 +63,36 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = tuple(
 
 
 def is_retryable(error: BaseException) -> bool:
-    """True for errors a later attempt may not meet: rate limits, timeouts, lost connections, 5xx."""
+    """The one classification of API errors. True for errors a later attempt may not meet (rate
+    limits, timeouts, lost connections, 5xx): retried with back-off. False for every other error:
+    fatal, since the same request fails the same way however often it is sent (401 refused key,
+    403 no access, 404 no such model, 400/422 a request that can never fit, and errors LiteLLM
+    does not classify)."""
     if isinstance(error, FATAL_ERRORS):
         return False
     if isinstance(error, RETRYABLE_ERRORS):
         return True
     status = getattr(error, "status_code", None)
     return isinstance(status, int) and (status >= 500 or status in (408, 429))
+
+
+def key_source(model: str, api_base: str | None = None) -> str:
+    """Where LiteLLM reads the key of ``model``: its environment variable(s) (OPENAI_API_KEY for
+    gpt-4o and openai/<name>), by name only."""
+    try:
+        provider = litellm.get_llm_provider(model, api_base=api_base)[1]
+    except Exception:  # noqa: BLE001 - LiteLLM raises BadRequestError for an unknown provider
+        return "the provider's key variable"
+    try:  # names only the keys that are not set
+        missing = litellm.validate_environment(model=model).get("missing_keys") or []
+    except Exception:  # noqa: BLE001 - providers LiteLLM cannot validate
+        missing = []
+    names = [k for k in missing if is_secret_name(k)]
+    if not names:  # set: the environment's key variables of this provider (OPENAI_API_KEY for openai)
+        stem = provider.replace("_", "").upper()
+        names = sorted(k for k in os.environ
+                       if is_secret_name(k) and k.replace("_", "").upper().startswith(stem))
+    return " or ".join(names or [f"{provider.upper()}_API_KEY"])
 
 
 def retry_after_seconds(error: BaseException | None) -> float | None:
@@ -113,6 +142,7 @@ class LLMClient:
         self.model = model
         self.api_base = api_base
         self.__api_key = api_key  # name-mangled and kept out of repr/records on purpose
+        register_secret(api_key)  # and masked wherever a provider's error text quotes it
         self.max_concurrency = max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
@@ -171,13 +201,16 @@ class LLMClient:
                         attempts += 1
                         self.usage["attempts"] += 1
                         response = await litellm.acompletion(**kwargs)
-        except FATAL_ERRORS as e:
-            raise APIError(f"{self.model}: {type(e).__name__} (not retried): {_short(e, self.__api_key)}",
-                           attempts=attempts) from e
         except Exception as e:
-            kind = "gave up" if is_retryable(e) else "failed"
-            raise APIError(f"{self.model}: {kind} on {type(e).__name__}: {_short(e, self.__api_key)}",
-                           attempts=attempts) from e
+            if is_retryable(e):
+                raise APIError(f"{self.model}: gave up on {type(e).__name__}: {_short(e)}",
+                               attempts=attempts) from e
+            source = "the api_key given in code" if self.__api_key else key_source(self.model, self.api_base)
+            status = getattr(e, "status_code", None)
+            http = f" (HTTP {status})" if status else ""
+            raise FatalAPIError(f"{self.model}: {type(e).__name__}{http}, not retried (check the model name, "
+                                f"its api_base and its key, read from {source}): {_short(e)}",
+                                model=self.model, key_source=source, attempts=attempts) from e
         text = response.choices[0].message.content or ""
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -207,7 +240,7 @@ def check_model(model: str, *, api_base: str | None = None, api_key: str | None 
     try:
         litellm.get_llm_provider(model, api_base=api_base)
     except Exception as e:  # noqa: BLE001 - LiteLLM raises BadRequestError for an unknown provider
-        raise ConfigError(f"{role} {model!r} is not a model LiteLLM knows ({_short(e, api_key, 120)}); use a "
+        raise ConfigError(f"{role} {model!r} is not a model LiteLLM knows ({_short(e, 120)}); use a "
                           f"LiteLLM model string such as gpt-4o, openai/<name> with an api_base, hosted_vllm/<name> "
                           f"or ollama/<name>, or a local model (embedded, hf:<id>, a folder)") from None
     if not api_key:
@@ -240,8 +273,6 @@ def completion_cost(response) -> float:
         return 0.0
 
 
-def _short(error: BaseException, secret: str | None = None, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    if secret:  # a provider may echo the key back in its error message
-        text = text.replace(secret, "***")
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = redact(" ".join(str(error).split()))  # a provider may echo the key; masked before a cut splits it
     return text if len(text) <= limit else text[:limit] + "..."

@@ -8,17 +8,28 @@ It answers ``POST /v1/chat/completions`` with what a ``responder`` function retu
         client = LLMClient("openai/scripted", api_base=srv.base_url, api_key="test")
 
 Each queued fault is consumed by one chat request: ``429`` (rate limit, with ``Retry-After``),
-``500``, ``401``, ``400`` (OpenAI-style error bodies), ``("delay", seconds)`` (sleep before a
-normal answer, to provoke client timeouts) and ``"malformed"`` (a 200 response whose body is
-not JSON). ``requests`` holds every chat request body received, faulted ones included.
+``500``, ``503``, ``400``, ``401``, ``403``, ``404`` (OpenAI-style error bodies: bad request,
+bad key, no access, no such model), ``("delay", seconds)`` (sleep before a normal answer, to
+provoke client timeouts), ``"malformed"`` (a 200 response whose body is not JSON) and
+``"echo_key"`` (a 401 whose message echoes the request's ``Authorization`` header, as careless
+servers do: the key comes back inside the error text). ``None`` answers normally, so a fault
+can be placed at the n-th request. ``requests`` holds every chat request body received,
+faulted ones included, and ``faults_served`` the fault each one got (None: a normal answer).
+
+Random faults (load tests): with ``fault_rate`` > 0, a request that finds the queue empty gets a
+fault drawn from ``fault_choices`` with that probability, from a ``random.Random(fault_seed)``::
+
+    ScriptedOpenAIServer(stand_in_answer, fault_rate=0.2, fault_choices=(429, 500, ("delay", 1.0)),
+                         fault_seed=0)
 """
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Responder = Callable[[dict], str]
@@ -26,6 +37,8 @@ Responder = Callable[[dict], str]
 _ERRORS = {
     400: ("invalid_request_error", "Bad request (scripted)."),
     401: ("invalid_api_key", "Incorrect API key provided (scripted)."),
+    403: ("permission_denied", "You are not allowed to use this model (scripted)."),
+    404: ("model_not_found", "The model does not exist or you do not have access to it (scripted)."),
     429: ("rate_limit_exceeded", "Rate limit reached (scripted)."),
     500: ("server_error", "Internal server error (scripted)."),
     503: ("server_error", "Service unavailable (scripted)."),
@@ -84,6 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self._send(200, b"this is not JSON {", content_type="application/json")
             return
+        if fault == "echo_key":
+            fault, message = 401, f"Invalid API key: {self.headers.get('Authorization', '')} (scripted)."
+            err = {"error": {"message": message, "type": "invalid_api_key", "param": None,
+                             "code": "invalid_api_key"}}
+            self._send(fault, json.dumps(err).encode())
+            return
         if isinstance(fault, int):
             code, message = _ERRORS.get(fault, ("server_error", f"HTTP {fault} (scripted)."))
             headers = {"Retry-After": str(owner.retry_after)} if fault == 429 else {}
@@ -121,27 +140,44 @@ class ScriptedOpenAIServer:
     ``responder(body) -> str`` gives the assistant message content for a request body (the
     OpenAI JSON: ``model``, ``messages``, ``temperature``...). ``delay`` seconds are slept
     before every answer (a fixed-latency API for benchmarks). ``retry_after`` is the
-    ``Retry-After`` header value sent with a scripted 429.
+    ``Retry-After`` header value sent with a scripted 429. ``port`` 0 takes any free port.
+    ``fault_rate`` (default 0: none) is the probability that a request the queue does not fault
+    gets a random fault from ``fault_choices`` (seeded by ``fault_seed``).
     """
 
     def __init__(self, responder: Responder | None = None, delay: float = 0.0, *, retry_after: float = 0,
-                 model_name: str = "scripted"):
+                 model_name: str = "scripted", port: int = 0, fault_rate: float = 0.0,
+                 fault_choices: Sequence = (429, 500, 503), fault_seed: int | None = None):
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be in [0, 1], got {fault_rate}")
+        if fault_rate > 0 and not fault_choices:
+            raise ValueError("fault_rate > 0 needs at least one fault in fault_choices")
         self.responder: Responder = responder or (lambda body: '{"action_type": "speak", "argument": "Hello."}')
         self.delay = delay
         self.retry_after = retry_after
         self.model_name = model_name
+        self.requested_port = port
         self.requests: list[dict] = []
         self.fault_queue: list = []
         self.faults_served: list = []
+        self.fault_rate = fault_rate
+        self.fault_choices = list(fault_choices)
+        self._fault_rng = random.Random(fault_seed)
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def _take(self, body: dict):
-        """Record a request and pop the next fault for it (None: answer normally)."""
+        """Record a request and pop the next fault for it (None: answer normally); with an empty
+        queue, draw a random fault with probability ``fault_rate``."""
         with self._lock:
             self.requests.append(body)
-            fault = self.fault_queue.pop(0) if self.fault_queue else None
+            if self.fault_queue:
+                fault = self.fault_queue.pop(0)
+            elif self.fault_rate and self._fault_rng.random() < self.fault_rate:
+                fault = self._fault_rng.choice(self.fault_choices)
+            else:
+                fault = None
             self.faults_served.append(fault)
             return fault
 
@@ -157,7 +193,7 @@ class ScriptedOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> ScriptedOpenAIServer:
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", self.requested_port), _Handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)
         self._thread.start()

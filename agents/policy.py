@@ -36,7 +36,8 @@ class TurnRequest:
 class TurnResult:
     """The action a policy chose, with its accounting. ``fallback``: the reply was not a valid
     JSON action and was read as plain speech. ``omitted_turns``: oldest turns dropped to fit the
-    context window. ``raw``: the model's reply text as generated."""
+    context window. ``raw``: the model's reply text as generated. ``retries``: API attempts
+    after the first (rate limits, timeouts, 5xx)."""
 
     action_type: str
     argument: str
@@ -46,6 +47,7 @@ class TurnResult:
     omitted_turns: int = 0
     cost: float = 0.0
     raw: str = ""
+    retries: int = 0
 
 
 class Policy:
@@ -82,24 +84,21 @@ class Policy:
         return f"{type(self).__name__}(name={self.name!r}, sampling={self.sampling!r})"
 
 
-LOCAL_PREFIXES = ("hf:",)
-
-
 def build_policy(model: str, **settings) -> Policy:
-    """A policy for a model string: ``embedded``, ``hf:<id>`` or an existing local folder -> HFPolicy;
-    anything else is a LiteLLM model string (``gpt-4o``, ``openai/<name>`` with ``api_base=``,
-    ``hosted_vllm/<name>``, ``ollama/<name>``) -> LiteLLMPolicy. ``prompt_style`` (``native`` or
-    ``sotopia``) sets how the policy renders its prompts; other ``settings`` go to the constructor."""
-    from pathlib import Path
-
-    from .models import is_embedded
+    """A policy for a model string: ``embedded``, ``hf:<id>`` or a local folder -> HFPolicy (a
+    string that looks like a path but names no folder is a ConfigError, not a LiteLLM model:
+    ``agents.models.is_local_model``); anything else is a LiteLLM model string (``gpt-4o``,
+    ``openai/<name>`` with ``api_base=``, ``hosted_vllm/<name>``, ``ollama/<name>``) -> LiteLLMPolicy.
+    ``prompt_style`` (``native`` or ``sotopia``) sets how the policy renders its prompts; other
+    ``settings`` go to the constructor."""
+    from .models import is_local_model
 
     prompt_style = settings.pop("prompt_style", None)
     if prompt_style is not None:
         from sotopia_env.render import check_prompt_style
 
         settings["fmt"] = ConversationFormat(prompt_style=check_prompt_style(prompt_style))
-    if is_embedded(model) or model.startswith(LOCAL_PREFIXES) or Path(model).is_dir():
+    if is_local_model(model):
         from .hf_policy import HFPolicy
 
         return HFPolicy(model.removeprefix("hf:"), **settings)

@@ -6,7 +6,10 @@ API episodes keep going); API policies are called through ``aact``, bounded by t
 concurrency. A resumed run skips every job whose ``run_key`` is stored and evaluated; an
 episode stored unevaluated (the judge failed) is judged again without being replayed. A run
 ends with every job's episode recorded exactly once (plus, for re-judged ones, the earlier
-unevaluated line), or raises APIError naming the jobs that could not be played.
+unevaluated line), or raises APIError naming the jobs that could not be played. A fatal API
+error (``FatalAPIError``: a refused key, an unknown model, for agent, partner or judge alike)
+stops the run at once: no further episode is played, what is stored stays stored (an episode
+played but refused by the judge is stored unevaluated, so a resumed run only judges it).
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sotopia_env.episode import EpisodeRecord, EpisodeStore, Turn
-from sotopia_env.errors import APIError, ConfigError
+from sotopia_env.errors import APIError, ConfigError, FatalAPIError
 from sotopia_env.evaluation import EpisodeEvaluation
 from sotopia_env.profiles import Task
+from sotopia_env.redaction import redact
 
 from .formatter import ConversationFormat
 from .policy import Policy, TurnRequest, TurnResult
@@ -101,13 +105,6 @@ def _turn_share(job: EpisodeJob) -> int:
     return max(0, job.max_turns - len({t.turn for t in job.history}))
 
 
-def _fatal(error: BaseException) -> bool:
-    """An error no other episode would escape (bad key, bad request): stop the whole run."""
-    from .llm_client import FATAL_ERRORS
-
-    return isinstance(error, APIError) and isinstance(error.__cause__, FATAL_ERRORS)
-
-
 class _Run:
     def __init__(self, store: EpisodeStore | None, judge, concurrency: int, progress: bool, total: int,
                  total_turns: int = 0):
@@ -156,9 +153,10 @@ class _Run:
                 evaluation, usage = await self.judge.aevaluate(record), {}
             else:
                 evaluation, usage = await asyncio.to_thread(self.judge.evaluate, record), {}
-        except Exception as e:
-            if _fatal(e):
-                raise
+        except FatalAPIError as e:
+            record.evaluation = EpisodeEvaluation.failed(name, f"{type(e).__name__}: {e}")
+            raise
+        except Exception as e:  # noqa: BLE001 - stored unevaluated, judged again by the next run
             evaluation, usage = EpisodeEvaluation.failed(name, f"{type(e).__name__}: {e}"), {}
         if not isinstance(evaluation, EpisodeEvaluation):
             evaluation = EpisodeEvaluation.failed(name, f"judge returned {type(evaluation).__name__}")
@@ -175,12 +173,15 @@ class _Run:
 
     async def play(self, job: EpisodeJob) -> None:
         async with self.slots:
+            record = None
             try:
                 record = await self.play_episode(job)
                 await self.judge_record(record)
-            except Exception as e:
-                if _fatal(e):
-                    raise
+            except FatalAPIError:
+                if record is not None:  # played and paid for: kept unevaluated, only judged on resume
+                    self.finish(record)
+                raise
+            except Exception as e:  # noqa: BLE001 - this episode only: the others go on
                 self.failures.append((job.run_key, e))
                 self._postfix()
                 self.advance(_turn_share(job) - self._turns.pop(job.run_key, 0) + 1)
@@ -205,8 +206,8 @@ class _Run:
             options["history"] = list(job.history)
         env.reset(seed=job.seed, options=options)
         fmt = ConversationFormat(max_turns=job.max_turns, prompt_style=job.prompt_style)
-        seats: list[dict] = [{"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "turns": 0, "fallbacks": 0}
-                             for _ in (0, 1)]
+        seats: list[dict] = [{"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "turns": 0,
+                              "fallbacks": 0, "retries": 0} for _ in (0, 1)]
         truncations: list[dict] = []
         names = job.task.agent_names
         while env.agents:
@@ -232,6 +233,7 @@ class _Run:
                 seat["cost"] += r.cost
                 seat["turns"] += 1
                 seat["fallbacks"] += int(r.fallback)
+                seat["retries"] += r.retries
                 if r.omitted_turns:
                     truncations.append({"turn": t.turn, "agent_index": t.agent_index, "omitted_turns": r.omitted_turns})
         sampling = []
@@ -278,10 +280,16 @@ async def arun_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, 
     tasks = [asyncio.create_task(run.play(j)) for j in todo] + [asyncio.create_task(run.rejudge(r)) for r in rejudge]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException as e:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(e, FatalAPIError):
+            kept = len(run.records)
+            unjudged = sum(not r.evaluated for r in run.records) if judge is not None else 0
+            raise FatalAPIError(f"the run stopped: {e}; kept: the {kept} episode(s) stored by this run ({unjudged} "
+                                f"still to judge); not done: {len(tasks) - kept}; fix it, then run again to "
+                                f"resume", model=e.model, key_source=e.key_source) from e
         raise
     finally:
         if run.bar is not None:
@@ -291,7 +299,7 @@ async def arun_episodes(jobs: Sequence[EpisodeJob], store: EpisodeStore | None, 
 
             await drain_logging()
     if run.failures:
-        detail = "; ".join(f"{key}: {type(e).__name__}: {e}" for key, e in run.failures[:5])
+        detail = redact("; ".join(f"{key}: {type(e).__name__}: {e}" for key, e in run.failures[:5]))
         raise APIError(f"{len(run.failures)} of {len(todo)} episode(s) could not be played and were not stored "
                        f"(run again to resume them): {detail}")
     return run.records

@@ -100,4 +100,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from sotopia_env.cli import main_guard
+
+    main_guard(main)

@@ -5,8 +5,9 @@
 
 Each argument is a run folder written by ``python -m benchmarks.sotopia`` (or its
 ``results.json``). Rows are agents (the run's ``name``, else its agent model); column groups
-are the interaction settings (``self-chat``, ``vs <partner>``; with ``(N turns)`` when a
-run's turn limit is not SOTOPIA's 20), each split into the ``all``
+are the interaction settings (``self-chat``, ``vs <partner>``; qualified when a run departs
+from the paper's setting: ``(N turns)`` for a turn limit other than SOTOPIA's 20, ``native
+prompts``, ``judge <model>`` for a judge other than GPT-4o), each split into the ``all``
 tasks and the ``hard`` subset, each with the chosen dimensions (default goal and
 relationship, the paper's two). Runs of the same agent against different partners fill
 the same row. The best mean of each column (of two or more) is in bold. With ``--plot-dir`` the runs' scores
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,15 +46,28 @@ class RunResult:
 
 
 SOTOPIA_MAX_TURNS = 20
+PAPER_PROMPT_STYLE = "sotopia"
+PAPER_JUDGES = ("gpt-4o", "openai/gpt-4o")
 
 
 def setting_name(config: dict) -> str:
-    """``self-chat`` or ``vs <partner model>``, with ``(N turns)`` when the run's turn limit is
-    not SOTOPIA's 20 (e.g. the paper's 10-turn comparison)."""
+    """``self-chat`` or ``vs <partner model>``, qualified by what departs from the paper's setting
+    (SOTOPIA's 20 turns, SOTOPIA's prompts, GPT-4o as judge), so that runs whose scores cannot sit
+    in one column never share one: ``self-chat (10 turns)``, ``vs gpt-4o (native prompts, judge
+    local)``."""
     partner = config.get("partner", "self")
     name = "self-chat" if partner in ("self", None, "") else f"vs {partner}"
+    notes = []
     turns = config.get("max_turns", SOTOPIA_MAX_TURNS)
-    return name if turns == SOTOPIA_MAX_TURNS else f"{name} ({turns} turns)"
+    if turns != SOTOPIA_MAX_TURNS:
+        notes.append(f"{turns} turns")
+    style = config.get("prompt_style", "native")
+    if style != PAPER_PROMPT_STYLE:
+        notes.append(f"{style} prompts")
+    judge = config.get("judge")
+    if judge and judge not in PAPER_JUDGES:
+        notes.append(f"judge {judge}")
+    return f"{name} ({', '.join(notes)})" if notes else name
 
 
 def load_run(path: str | Path) -> RunResult:
@@ -62,7 +75,8 @@ def load_run(path: str | Path) -> RunResult:
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.exists():
-        raise DataError(f"no {RESULTS_FILE} here; run `python -m benchmarks.sotopia output_dir={path}` first "
+        run_dir = path.parent if path.suffix == ".json" else path
+        raise DataError(f"no {RESULTS_FILE} here; run `python -m benchmarks.sotopia output_dir={run_dir}` first "
                         "(it writes results.json at the end)", path=str(file))
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
@@ -180,8 +194,6 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from sotopia_env.cli import main_guard
+
+    main_guard(main)

@@ -91,4 +91,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sotopia_env.cli import main_guard
+
+    main_guard(main)

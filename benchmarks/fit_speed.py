@@ -346,4 +346,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sotopia_env.cli import main_guard
+
+    main_guard(main)

@@ -160,4 +160,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sotopia_env.cli import main_guard
+
+    main_guard(main)

@@ -115,4 +115,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sotopia_env.cli import main_guard
+
+    main_guard(lambda: sys.exit(main()))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from sotopia_env.episode import EpisodeRecord
+from sotopia_env.redaction import redact
 from sotopia_env.evaluation import DIMENSIONS
 
 OVERALL = "overall"
@@ -241,10 +242,12 @@ def output_length_per_turn(records: Iterable[EpisodeRecord], *, role: str = "age
 
 
 def usage_summary(records: Iterable[EpisodeRecord]) -> dict:
-    """Tokens and cost over all stored records (retried ones too: they were paid for).
+    """Tokens, cost and reliability over all stored records (retried ones too: they were paid for).
 
     Per model: prompt and completion tokens summed over its turns; ``cost`` summed from
-    ``record.usage`` entries that carry one (LiteLLM's price table; 0 for local models)."""
+    ``record.usage`` entries that carry one (LiteLLM's price table; 0 for local models);
+    ``reliability``: ``reliability_summary``."""
+    records = list(records)
     per_model: dict[str, dict[str, float]] = {}
     total_cost = 0.0
     episodes = 0
@@ -257,7 +260,41 @@ def usage_summary(records: Iterable[EpisodeRecord]) -> dict:
             m["completion_tokens"] += t.completion_tokens
             m["turns"] += 1
         total_cost += _sum_cost(rec.usage)
-    return {"episodes": episodes, "models": per_model, "judge": _judge_usage(records), "cost": total_cost}
+    return {"episodes": episodes, "models": per_model, "judge": _judge_usage(records), "cost": total_cost,
+            "reliability": reliability_summary(records)}
+
+
+def reliability_summary(records: Iterable[EpisodeRecord]) -> dict[str, dict[str, int]]:
+    """Per model (agent and partner by model name, the judge by its name): ``retries`` (API
+    attempts after the first: rate limits, timeouts, 5xx), ``reasks`` (judge answers asked again
+    after an invalid one) and ``failures`` (episodes the judge left unevaluated). An agent or
+    partner call that fails for good leaves no episode to count: the run's error reports it."""
+    out: dict[str, dict[str, int]] = {}
+
+    def row(name: str) -> dict[str, int]:
+        return out.setdefault(name, {"retries": 0, "reasks": 0, "failures": 0})
+
+    for rec in records:
+        seats = rec.usage.get("seats") if isinstance(rec.usage, dict) else None
+        for i, model in enumerate(rec.models):
+            seat = seats[i] if isinstance(seats, list) and i < len(seats) else {}
+            seat = seat if isinstance(seat, dict) else {}
+            row(model)["retries"] += int(seat.get("retries", 0))
+        if rec.evaluation is None:
+            continue
+        judge = row(rec.evaluation.judge or "judge")
+        usage = rec.usage.get("judge") if isinstance(rec.usage, dict) else None
+        if isinstance(usage, dict):
+            judge["retries"] += int(usage.get("retries", 0))
+            judge["reasks"] += int(usage.get("reasks", 0))
+        judge["failures"] += int(not rec.evaluation.evaluated)
+    return out
+
+
+def reliability_line(model: str, counts: dict) -> str:
+    """One model's reliability counts in words."""
+    return (f"{model}: {counts.get('retries', 0)} retries, {counts.get('reasks', 0)} re-asks, "
+            f"{counts.get('failures', 0)} failures")
 
 
 def _sum_cost(usage) -> float:
@@ -328,9 +365,9 @@ def write_results(doc: dict, json_path, md_path=None, *, title: str = "SOTOPIA r
     """Write the results document as JSON and (optionally) a Markdown report beside it."""
     from pathlib import Path
 
-    Path(json_path).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    Path(json_path).write_text(redact(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
     if md_path is not None:
-        Path(md_path).write_text(markdown_report(doc, title=title) + "\n", encoding="utf-8")
+        Path(md_path).write_text(redact(markdown_report(doc, title=title)) + "\n", encoding="utf-8")
 
 
 def markdown_report(doc: dict, *, title: str = "SOTOPIA results") -> str:
@@ -353,4 +390,7 @@ def markdown_report(doc: dict, *, title: str = "SOTOPIA results") -> str:
         tok = ", ".join(f"{m}: {int(v['prompt_tokens'])} prompt + {int(v['completion_tokens'])} completion "
                         f"tokens over {int(v['turns'])} turns" for m, v in u.get("models", {}).items())
         parts.append(f"Usage: {tok}; cost ${u.get('cost', 0.0):.4f}.")
+    if u.get("reliability"):
+        lines = "; ".join(reliability_line(m, r) for m, r in u["reliability"].items())
+        parts.append(f"Reliability: {lines}.")
     return "\n".join(parts)

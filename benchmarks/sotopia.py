@@ -59,8 +59,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+from agents.models import is_local_model
 from sotopia_env.episode import EpisodeStore
 from sotopia_env.errors import ConfigError
+from sotopia_env.redaction import redact
 
 from . import plots, results
 
@@ -142,7 +144,8 @@ class SotopiaBenchConfig:
     concurrency: int = 8
     """Episodes played at once (local models batch their turns; API calls are bounded by it)."""
     output_dir: Optional[str] = None
-    """Where the episode store and results go; null: runs/sotopia/<agent>__<partner>__<judge>__<tasks>."""
+    """Where the episode store and results go; null: runs/sotopia/<agent>__<partner>__<judge>__<tasks>
+    (then __sotopia under prompt_style=sotopia)."""
     name: Optional[str] = None
     """The agent's label in tables and in benchmarks.compare (default: the agent model)."""
     seed: int = 0
@@ -183,8 +186,12 @@ class SotopiaBenchConfig:
                 raise ConfigError(f"tasks=files needs {', '.join(m + '=<path>' for m in missing)} "
                                   "(SOTOPIA environment profiles, agent profiles and env-agent combos)")
         if self.output_dir is None:
-            self.output_dir = str(Path("runs") / "sotopia" / "__".join(
-                _slug(x) for x in (self.agent, self.partner, self.judge, self.tasks.value)))
+            # the prompt style joins the name when it is not the default, so that a sotopia-style run
+            # never lands in (and is refused by) the native run's folder
+            parts = [self.agent, self.partner, self.judge, self.tasks.value]
+            if self.prompt_style is not PromptStyle.native:
+                parts.append(self.prompt_style.value)
+            self.output_dir = str(Path("runs") / "sotopia" / "__".join(_slug(x) for x in parts))
 
     @property
     def self_chat(self) -> bool:
@@ -201,17 +208,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[-60:] or "x"
 
 
-def _is_local(model: str) -> bool:
-    from agents.models import is_embedded
-
-    return is_embedded(model) or model.startswith("hf:") or Path(model).is_dir()
-
-
 def reply_budget(cfg: SotopiaBenchConfig, model: str) -> int:
     """Max new tokens per reply for ``model`` (config value, else the local/API default)."""
     if cfg.max_new_tokens is not None:
         return cfg.max_new_tokens
-    return EMBEDDED_MAX_NEW_TOKENS if _is_local(model) else API_MAX_NEW_TOKENS
+    return EMBEDDED_MAX_NEW_TOKENS if is_local_model(model) else API_MAX_NEW_TOKENS
 
 
 # --- Tasks and jobs ---------------------------------------------------------------------------
@@ -268,18 +269,26 @@ def job_plan(cfg: SotopiaBenchConfig, tasks) -> list[tuple[Any, list[int], str]]
 
 # --- Models -----------------------------------------------------------------------------------
 
-def check_api_models(cfg: SotopiaBenchConfig) -> None:
-    """Before any model is loaded: every API model of the run is known to LiteLLM, has its key in
-    the environment and its api_base answers (ConfigError otherwise, in a second, before a turn)."""
+def check_models(cfg: SotopiaBenchConfig) -> None:
+    """Before anything is written or loaded: every API model of the run is known to LiteLLM, has its
+    key in the environment and its api_base answers; every local model (embedded, ``hf:<id>``, a
+    folder) can be loaded (the folder exists and holds a model; offline, the Hugging Face id is in
+    the cache). ConfigError otherwise, in one line naming the option, within a second."""
     from agents.llm_client import check_model
+    from agents.models import check_model_source
 
+    if cfg.judge != "local" and is_local_model(cfg.judge):
+        raise ConfigError(f"judge={cfg.judge}: a local judge is judge=local (the embedded model); otherwise give "
+                          "a LiteLLM model string such as gpt-4o")
     roles = [("agent", cfg.agent, cfg.agent_api_base)]
     if not cfg.self_chat:
         roles.append(("partner", cfg.partner, cfg.partner_api_base))
     if cfg.judge != "local":
         roles.append(("judge", cfg.judge, cfg.judge_api_base))
     for role, model, api_base in roles:
-        if not _is_local(model):
+        if is_local_model(model):
+            check_model_source(model, option=role)
+        else:
             check_model(model, api_base=api_base, role=role)
 
 
@@ -292,7 +301,7 @@ def build_models(cfg: SotopiaBenchConfig):
         settings: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p,
                                     "max_new_tokens": reply_budget(cfg, model)}
         settings["prompt_style"] = cfg.prompt_style.value
-        if _is_local(model):
+        if is_local_model(model):
             settings["device"] = cfg.device
             settings["max_batch_size"] = max(2, cfg.concurrency)
         else:
@@ -350,7 +359,7 @@ def check_resume(cfg: SotopiaBenchConfig, out: Path) -> None:
             raise ConfigError(f"{out} holds episodes of a run with other settings ({'; '.join(changed)}); "
                               "choose another output_dir= or restore those settings to resume")
     out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
+    run_file.write_text(redact(json.dumps(current, indent=2)) + "\n", encoding="utf-8")
 
 
 def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
@@ -362,11 +371,12 @@ def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
 
     start = time.perf_counter()
     out = Path(cfg.output_dir)
+    # every input is checked before output_dir is created: a refused start leaves no folder behind
     if models is None:
-        check_api_models(cfg)   # before anything is written or loaded
+        check_models(cfg)
+    plan = job_plan(cfg, load_task_set(cfg))
     check_resume(cfg, out)
     store = EpisodeStore(out / "episodes.jsonl")
-    plan = job_plan(cfg, load_task_set(cfg))
     done = store.done_keys()
     todo = [(task, seats, key) for task, seats, key in plan if key not in done]
     if cfg.max_turns != SOTOPIA_MAX_TURNS:
@@ -420,6 +430,8 @@ def report(outcome: BenchmarkOutcome) -> str:
     if judge.get("prompt_tokens") or judge.get("completion_tokens"):
         lines.append(f"tokens judge: {int(judge['prompt_tokens'])} prompt + {int(judge['completion_tokens'])} "
                      "completion")
+    for model, counts in u.get("reliability", {}).items():
+        lines.append(f"reliability {results.reliability_line(model, counts)}")
     lines.append(f"cost: ${u['cost']:.4f}")
     for label, key in (("results", "markdown"), ("results JSON", "json"), ("plot", "scores_plot"),
                        ("plot", "length_plot"), ("episodes", "store")):

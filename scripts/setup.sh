@@ -6,6 +6,8 @@
 # No compiler is needed. A stamp keyed on pyproject.toml makes a second run install nothing.
 # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) picks where torch comes from on a
 # machine without a local CPU wheel; TORCH_SPEC (default torch==2.13.0) which torch.
+# SOTOPIA_SDPO_NO_SETUP=1 only activates: a venv not set up for this checkout is an error, never
+# an install (the README's test runs scripts/main.sh in a copy of the repository this way).
 set -euo pipefail
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -21,6 +23,11 @@ setup_venv() {
     . "$dir/bin/activate"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
         return 0
+    fi
+    if [ -n "${SOTOPIA_SDPO_NO_SETUP:-}" ]; then
+        echo "error: $dir is not set up for this checkout (extras: $extras) and SOTOPIA_SDPO_NO_SETUP forbids" \
+             "installing; run bash scripts/setup.sh's setup_venv without it" >&2
+        return 2
     fi
     echo "setting up $dir (extras: $extras)" >&2
     python -m pip install --quiet --upgrade pip || true

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The tests on a fresh machine (CI runs exactly this): set up .venv (once) and run the suite, then
+# The tests on a fresh machine (CI runs exactly this): set up .venv-sotopia and .venv (once), run the
+# suite in .venv (the README test runs its prompt_style=sotopia blocks in .venv-sotopia), then
 # the SOTOPIA parity tests in .venv-sotopia (sotopia 0.1.5 pins pettingzoo==1.25.0 and openai<2,
 # so it gets a venv of its own; SOTOPIA_PARITY_REQUIRED turns a missing package into a failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-setup_venv .venv test,bench
-python -m pytest -q "$@"
+setup_venv .venv-sotopia test,sotopia   # first: the README's test runs its prompt_style=sotopia blocks there
 deactivate
-setup_venv .venv-sotopia test,sotopia
+setup_venv .venv test,bench
+SOTOPIA_VENV_REQUIRED=1 python -m pytest -q "$@"
+deactivate
+. .venv-sotopia/bin/activate
 SOTOPIA_PARITY_REQUIRED=1 python -m pytest -q -p no:cacheprovider tests/test_sotopia_parity.py

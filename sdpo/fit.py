@@ -41,6 +41,7 @@ import torch
 from agents.models import latest_checkpoint, peft_quietly
 from sotopia_env.episode import append_jsonl, read_jsonl, rewrite_jsonl
 from sotopia_env.errors import ConfigError, DataError
+from sotopia_env.redaction import redact
 
 DEMO_PAIRS = str(Path(__file__).parent / "data" / "demo_pairs.jsonl")
 
@@ -248,7 +249,7 @@ def fit(cfg: FitConfig) -> FitResult:
     from tqdm import tqdm
 
     from agents.formatter import ConversationTokenizer
-    from agents.models import is_embedded, load_model, load_tokenizer
+    from agents.models import check_model_source, is_embedded, load_model, load_tokenizer
 
     from . import reference as ref_cache
     from .losses import LOSSES, SFT_LOSSES, per_turn_logp_gaps, preference_metrics
@@ -272,9 +273,14 @@ def fit(cfg: FitConfig) -> FitResult:
     is_sft = cfg.loss in SFT_LOSS_NAMES
 
     # --- data ---------------------------------------------------------------------------------
+    # the inputs are checked before anything is loaded or written (output_dir is created later)
+    check_model_source(cfg.model, option="model")
+    pairs = read_pairs(cfg.data)
+    if not pairs:
+        raise DataError("holds no pairs (an empty pair file); build pairs with python -m sdpo.pairs, or give "
+                        "data=<pair file>", path=cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     conv = ConversationTokenizer(tokenizer)
-    pairs = read_pairs(cfg.data)
     if not is_sft:
         one_sided = [p.pair_id for p in pairs if p.rejected is None]
         if one_sided:
@@ -507,8 +513,8 @@ def _save_checkpoint(out_dir: Path, step: int, accelerator, model, optimizer, sc
             config = json.loads(adapter_config.read_text())
             config["base_model_name_or_path"] = base_model
             adapter_config.write_text(json.dumps(config, indent=2))
-        (folder / "fit_config.yaml").write_text(resolved)
-        (folder / "fit_meta.json").write_text(json.dumps(meta, indent=2))
+        (folder / "fit_config.yaml").write_text(redact(resolved))
+        (folder / "fit_meta.json").write_text(redact(json.dumps(meta, indent=2)))
         state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state()}
         if not sharded:
             state["optimizer"] = optimizer.state_dict()

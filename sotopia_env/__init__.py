@@ -1,6 +1,6 @@
 """SOTOPIA-style social tasks as a PettingZoo ParallelEnv: scenarios, profiles, tasks,
 the environment, evaluation types and episode records."""
-from .errors import APIError, ConfigError, DataError, JudgeError, SotopiaError
+from .errors import APIError, ConfigError, DataError, FatalAPIError, JudgeError, SotopiaError
 from .evaluation import DIMENSION_RANGES, DIMENSIONS, AgentEvaluation, EpisodeEvaluation, Evaluator, RewardWeights
 from .episode import ACTION_TYPES, EpisodeRecord, EpisodeStore, Turn
 from .profiles import Profile, Relationship, RelationshipProfile, Scenario, Task
@@ -20,4 +20,5 @@ __all__ = [
     "load_profiles", "load_relationships", "load_scenarios", "load_sotopia_dump", "load_sotopia_episodes",
     "load_tasks", "sample_tasks", "select_environment_list", "builtin_tasks",
     "get_task", "SotopiaEnv", "aec_env", "parallel_env", "PROMPT_STYLES", "check_prompt_style",
+    "FatalAPIError",
 ]

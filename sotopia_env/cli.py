@@ -5,7 +5,8 @@ field docstrings, hydra's overrides, and our errors as one line with exit code 2
     python -m sdpo.fit loss=dpo --traceback     # the full stack instead of the one-line error
 
 Help is read from the config dataclass itself (each field's docstring, its type, default and, for
-an Enum or a bool, the allowed values), so the help and the code never disagree.
+an Enum or a bool, the allowed values), so the help and the code never disagree. The argparse
+commands (``benchmarks.compare`` ...) get the same error handling from ``main_guard``.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import inspect
 import os
 import sys
 import textwrap
+import traceback
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import SotopiaError
+from .redaction import install_log_redaction, redact
 
 TRACEBACK_FLAG = "--traceback"
 TRACEBACK_ENV = "SOTOPIA_SDPO_TRACEBACK"
@@ -114,11 +117,40 @@ def help_text(cls: type, prog: str, summary: str, extra: str = "") -> str:
 
 
 def fail(error: BaseException) -> None:
-    """Our own errors as one line and exit code 2 (the stack with --traceback)."""
+    """Our own errors as one line and exit code 2 (the stack with --traceback), keys masked."""
     if os.environ.get(TRACEBACK_ENV):
-        raise error
-    print(f"error: {error}", file=sys.stderr)
+        crash(error)
+    print(redact(f"error: {error}"), file=sys.stderr)
     sys.exit(2)
+
+
+def crash(error: BaseException) -> None:
+    """The full stack of ``error`` (its causes included: a provider's exception may quote the key),
+    keys masked, and exit code 2."""
+    print(redact("".join(traceback.format_exception(type(error), error, error.__traceback__))).rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
+
+
+def main_guard(main: Callable[[], Any]) -> None:
+    """Run an argparse entry point's ``main()`` as every ``python -m`` command runs: our own errors
+    (a SotopiaError: a missing file, a model that cannot be loaded) as one line and exit code 2, any
+    other error's stack with keys masked, also exit 2; ``--traceback`` anywhere on the command line
+    (taken out before argparse sees it) or SOTOPIA_SDPO_TRACEBACK=1 prints our errors' stack too.
+
+        if __name__ == "__main__":
+            cli.main_guard(main)
+    """
+    install_log_redaction()
+    if TRACEBACK_FLAG in sys.argv[1:]:
+        os.environ[TRACEBACK_ENV] = "1"
+        sys.argv = [sys.argv[0], *[a for a in sys.argv[1:] if a != TRACEBACK_FLAG]]
+    try:
+        main()
+    except SotopiaError as e:
+        fail(e)
+    except Exception as e:  # noqa: BLE001 - not ours: the stack, but never a key in it
+        crash(e)
 
 
 def run(prog: str, schema: type, task: Callable[[Any], None], *, summary: str, config_name: str,
@@ -129,6 +161,7 @@ def run(prog: str, schema: type, task: Callable[[Any], None], *, summary: str, c
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    install_log_redaction()
     args = sys.argv[1:]
     if "--help" in args or "-h" in args:
         print(help_text(schema, prog, summary, extra_help))
@@ -148,6 +181,8 @@ def run(prog: str, schema: type, task: Callable[[Any], None], *, summary: str, c
             task(OmegaConf.to_object(dict_cfg))
         except SotopiaError as e:
             fail(e)
+        except Exception as e:  # noqa: BLE001 - not ours: the stack, but never a key in it
+            crash(e)
 
     try:
         _main()

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from .errors import DataError
 from .evaluation import EpisodeEvaluation
 from .profiles import Task
+from .redaction import redact
 
 ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
 
@@ -133,9 +134,14 @@ class EpisodeRecord:
                    created=float(d.get("created", 0.0)))
 
 
+_TORN_WARNED: set[tuple[str, int, str]] = set()
+"""Torn last lines already warned about (file, line, text): a store is read several times a run."""
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each line of a JSONL file. A torn *last* line (a crash
-    mid-write) is skipped with a warning; a bad line elsewhere raises DataError naming it."""
+    mid-write) is skipped with a warning (once per file and torn line in a process); a bad line
+    elsewhere raises DataError naming it."""
     path = Path(path)
     if not path.exists():
         return
@@ -148,7 +154,11 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             if i == len(lines) and not raw.endswith("\n"):
-                warnings.warn(f"{path} line {i}: torn last line skipped (interrupted write): {e}", stacklevel=2)
+                # once per file and torn line in a process, however often a run re-reads the file
+                seen = (str(path.resolve()), i, raw)
+                if seen not in _TORN_WARNED:
+                    _TORN_WARNED.add(seen)
+                    warnings.warn(f"{path} line {i}: torn last line skipped (interrupted write): {e}", stacklevel=2)
                 continue
             raise DataError(f"not valid JSON: {e}", path=str(path), line=i) from None
         if not isinstance(obj, dict):
@@ -162,7 +172,7 @@ def rewrite_jsonl(path: str | os.PathLike, objs: list[dict]) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs))
+        f.write(redact("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs)))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -175,7 +185,7 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
     later read fail. A complete record that only lacks its newline is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    line = redact(json.dumps(obj, ensure_ascii=False)) + "\n"
     with open(path, "r+b" if path.exists() else "w+b") as f:
         end = f.seek(0, os.SEEK_END)
         if end > 0:

@@ -40,5 +40,18 @@ class APIError(SotopiaError, RuntimeError):
         self.attempts = attempts
 
 
+class FatalAPIError(APIError):
+    """An API refused a request in a way no retry and no other episode escapes: the key is refused
+    (401) or may not use the model (403), the model does not exist (404), or the request can never
+    be served (400, e.g. over the context window). The run stops at once, keeping what is stored.
+    ``model`` is the refused model; ``key_source`` where its key comes from (an environment
+    variable's name, never its value)."""
+
+    def __init__(self, message: str, *, model: str | None = None, key_source: str | None = None,
+                 attempts: int | None = None):
+        super().__init__(message, attempts=attempts)
+        self.model, self.key_source = model, key_source
+
+
 class JudgeError(APIError):
     """The judge's answer could not be validated after the allowed number of re-asks."""

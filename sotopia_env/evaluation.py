@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .errors import DataError
+from .redaction import redact
 
 # Dimension -> (low, high), inclusive (SDPO.md §1, SOTOPIA v0.1.4).
 DIMENSION_RANGES: dict[str, tuple[int, int]] = {
@@ -81,7 +82,7 @@ class EpisodeEvaluation:
 
     @classmethod
     def failed(cls, judge: str, error: str) -> "EpisodeEvaluation":
-        return cls(agents=None, judge=judge, evaluated=False, error=error)
+        return cls(agents=None, judge=judge, evaluated=False, error=redact(error))  # an API may echo the key
 
     def to_dict(self) -> dict:
         return {"evaluated": self.evaluated, "judge": self.judge, "error": self.error, "comment": self.comment,

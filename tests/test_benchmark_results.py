@@ -124,13 +124,16 @@ def write_run(tmp_path, name, config, recs):
     return run
 
 
+PAPER = {"prompt_style": "sotopia", "judge": "gpt-4o"}   # the paper's setting: no qualifier but the turns
+
+
 def test_compare_table1_layout(tmp_path, capsys):
     t, h = make_task("t"), make_task("h", hard=True, tested_seat=0)
-    self_a = write_run(tmp_path, "a_self", {"agent": "A", "partner": "self", "max_turns": 20},
+    self_a = write_run(tmp_path, "a_self", {"agent": "A", "partner": "self", "max_turns": 20, **PAPER},
                        [make_record(t, (8, 8), (2, 2), models=("A", "A")), make_record(h, (6, 0), (1, 0), models=("A", "A"))])
-    vs_a = write_run(tmp_path, "a_vs", {"agent": "A", "partner": "gpt-4o"},
+    vs_a = write_run(tmp_path, "a_vs", {"agent": "A", "partner": "gpt-4o", **PAPER},
                      [make_record(t, (5, 9), (1, 4), models=("A", "gpt-4o"), seats=(0,))])
-    self_b = write_run(tmp_path, "b_self", {"agent": "B", "partner": "self", "name": "SDPO"},
+    self_b = write_run(tmp_path, "b_self", {"agent": "B", "partner": "self", "name": "SDPO", **PAPER},
                        [make_record(t, (9, 9), (3, 3), models=("B", "B"))])
     table = compare.main([str(vs_a), str(self_a), str(self_b / "results.json"), "--plot-dir", str(tmp_path / "p")])
     for name in ("compare_scores.png", "compare_output_length.png"):
@@ -142,11 +145,17 @@ def test_compare_table1_layout(tmp_path, capsys):
     assert lines[2] == "| A | 5.50 | 1.25 | 6.00 | 1.00 | 5.00 | 1.00 | – | – |"
     assert lines[3] == "| SDPO | **9.00** | **3.00** | – | – | – | – | – | – |"
     assert table in capsys.readouterr().out
-    ten = write_run(tmp_path, "b_ten", {"agent": "B", "partner": "self", "name": "SDPO", "max_turns": 10},
+    ten = write_run(tmp_path, "b_ten", {"agent": "B", "partner": "self", "name": "SDPO", "max_turns": 10, **PAPER},
                     [make_record(t, (4, 4), (1, 1), models=("B", "B"))])
     short = compare.compare_table([compare.load_run(p) for p in (self_b, ten)], subsets=["all"], dims=["goal"])
     assert short.splitlines()[0] == "| agent | self-chat · all · GOAL | self-chat (10 turns) · all · GOAL |"
     assert short.splitlines()[2] == "| SDPO | 9.00 | 4.00 |"
+    # runs made otherwise (our prompts, a local judge) get a column of their own, never the paper's
+    native = write_run(tmp_path, "b_native", {"agent": "B", "partner": "self", "name": "SDPO", "judge": "local"},
+                       [make_record(t, (3, 3), (1, 1), models=("B", "B"))])
+    mixed = compare.compare_table([compare.load_run(p) for p in (self_b, native)], subsets=["all"], dims=["goal"])
+    assert mixed.splitlines()[0] == ("| agent | self-chat · all · GOAL | "
+                                     "self-chat (native prompts, judge local) · all · GOAL |")
     with pytest.raises(DataError, match="results.json"):
         compare.load_run(tmp_path / "missing")
 

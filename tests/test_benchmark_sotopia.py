@@ -242,6 +242,11 @@ def test_judge_failure_is_unevaluated_then_rejudged_without_replay(tmp_path, api
         assert first.doc["counts"]["evaluated"] == 0 and first.doc["counts"]["unevaluated"] == 2
         assert first.table.count("\n") == 1 and first.doc["summaries"] == []  # header only: nothing scored, no 0
         assert "run the same command again" in report(first)
+        # per model: the judge was asked again twice per episode, then failed both
+        assert first.doc["usage"]["reliability"] == {
+            "openai/scripted-agent": {"retries": 0, "reasks": 0, "failures": 0},
+            "llm:openai/scripted-judge": {"retries": 0, "reasks": 4, "failures": 2}}
+        assert "reliability llm:openai/scripted-judge: 0 retries, 4 re-asks, 2 failures" in report(first)
         responder.broken = False
         agent_calls = responder.calls["scripted-agent"]
         second = run_benchmark(cfg)
@@ -262,7 +267,7 @@ def test_main_job_reproduces_with_a_fixed_seed(tmp_path):
     from sotopia_env import EpisodeStore
 
     def play(name, concurrency):
-        cfg = SotopiaBenchConfig(limit=2, max_turns=4, max_new_tokens=16, seed=3, concurrency=concurrency,
+        cfg = SotopiaBenchConfig(limit=2, max_turns=3, max_new_tokens=12, seed=3, concurrency=concurrency,
                                  output_dir=str(tmp_path / name), progress=False)
         outcome = run_benchmark(cfg)
         turns = {r.tags["run_key"]: [(t.action_type, t.argument) for t in r.turns]

@@ -1,4 +1,5 @@
 """Judges: SOTOPIA-shaped JSON validation and re-asks over real HTTP, and the local expected-score judge."""
+import asyncio
 import json
 import math
 
@@ -9,7 +10,7 @@ from agents.judge import LLMJudge, LocalJudge, ask_json, branch_logprobs, parse_
 from agents.llm_client import LLMClient
 from agents.local_server import ScriptedOpenAIServer
 from sotopia_env.episode import EpisodeRecord
-from sotopia_env.errors import DataError, JudgeError
+from sotopia_env.errors import DataError, FatalAPIError, JudgeError
 from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS
 from tests.test_formatter import make_task, make_turns
 
@@ -65,9 +66,10 @@ def test_llm_judge_reasks_after_malformed_json_and_server_errors():
     answers = iter(["Sure! Here is my evaluation: {agent_1: oops}", json.dumps(sotopia_answer())])
     with ScriptedOpenAIServer(lambda body: next(answers)) as srv:
         srv.fault_queue.append(500)  # retried by the client, not a re-ask
-        ev = _judge(srv).evaluate(record())
+        ev, usage = asyncio.run(_judge(srv).aevaluate_with_usage(record()))
         assert ev.evaluated
         assert len(srv.requests) == 3
+        assert (usage["calls"], usage["retries"], usage["reasks"]) == (2, 1, 1)
         reask = srv.requests[2]["messages"]
         assert reask[-2]["role"] == "assistant" and "oops" in reask[-2]["content"]
         assert "not valid JSON" in reask[-1]["content"]
@@ -83,11 +85,13 @@ def test_llm_judge_out_of_range_is_reasked_then_marked_unevaluated():
         assert "score 11 is out of range" in srv.requests[1]["messages"][-1]["content"]
 
 
-def test_llm_judge_auth_failure_is_unevaluated_not_zero():
+def test_llm_judge_auth_failure_is_fatal_not_unevaluated():
+    """A refused key would leave every episode unevaluated (and paid for): it stops the run instead."""
     with ScriptedOpenAIServer() as srv:
         srv.fault_queue.append(401)
-        ev = _judge(srv).evaluate(record())
-        assert not ev.evaluated and "AuthenticationError" in ev.error and len(srv.requests) == 1
+        with pytest.raises(FatalAPIError, match="AuthenticationError") as info:
+            _judge(srv).evaluate(record())
+        assert info.value.model == "openai/judge" and len(srv.requests) == 1
 
 
 def test_ask_json_feeds_validator_message_back():

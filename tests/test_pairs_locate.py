@@ -8,6 +8,7 @@ import pytest
 from agents.llm_client import LLMClient
 from agents.local_server import ScriptedOpenAIServer
 from sdpo.pairs.locate import InvalidAnswer, LocalTurnScorer, locate_one, validate_error_turn
+from sotopia_env.errors import FatalAPIError
 
 from .pairs_episodes import episode
 
@@ -69,8 +70,13 @@ def test_still_invalid_after_max_reasks_is_skipped_and_counted():
 
 
 def test_api_failure_is_recorded_as_retryable_error_not_as_a_skip():
-    entry, _ = run_locate(['{"index": 2}'], faults=[401])
+    entry, _ = run_locate(['{"index": 2}'], faults=[500, 500])  # the client's one retry used up
     assert entry["status"] == "error" and "api_error" in entry["reason"]
+
+
+def test_refused_key_stops_instead_of_being_recorded():
+    with pytest.raises(FatalAPIError, match="AuthenticationError"):
+        run_locate(['{"index": 2}'], faults=[401])
 
 
 def test_local_fallback_picks_an_agent_turn_by_log_probability(tiny_llama, embedded_tokenizer):

@@ -8,9 +8,10 @@ from agents.judge import LLMJudge, LocalJudge
 from agents.litellm_policy import LiteLLMPolicy
 from agents.local_server import ScriptedOpenAIServer
 from agents.runner import EpisodeJob, run_episodes, self_chat_jobs, versus_jobs
+from benchmarks.results import reliability_summary
 from sotopia_env import builtin_tasks
 from sotopia_env.episode import EpisodeStore
-from sotopia_env.errors import APIError
+from sotopia_env.errors import APIError, FatalAPIError
 from tests.test_formatter import make_task
 from tests.test_judge import sotopia_answer
 
@@ -88,6 +89,75 @@ def test_auth_failure_stops_the_run_after_one_request(tmp_path):
         with pytest.raises(APIError, match="AuthenticationError"):
             run_episodes(jobs, store, api_judge(srv), concurrency=1, progress=False)
         assert len(srv.requests) == 1 and len(store) == 0
+
+
+def test_judge_refusing_the_key_stops_the_run_and_keeps_the_store(tmp_path, monkeypatch):
+    """The judge's key (OPENAI_API_KEY, from the environment) is refused on the second episode: the
+    run stops there with one error naming the judge model and the variable; the first episode stays
+    stored and judged, the second (played, paid for) stays stored unevaluated, the third is never
+    played. A resumed run only judges the second and plays the third."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-runner-env-key-0123456789")
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder()) as srv:
+        srv.fault_queue += [None] * 5 + [401]  # episode 1: agent, agent, judge; episode 2: agent, agent, judge
+        judge = LLMJudge("openai/judge", api_base=srv.base_url, backoff_base=0.01, timeout=5)
+        jobs = self_chat_jobs(TASKS[:3], api_policy(srv), max_turns=2)
+        with pytest.raises(FatalAPIError) as info:
+            run_episodes(jobs, store, judge, concurrency=1, progress=False)
+        message = str(info.value)
+        assert "openai/judge" in message and "OPENAI_API_KEY" in message and "AuthenticationError" in message
+        assert "sk-runner-env-key-0123456789" not in message
+        assert info.value.model == "openai/judge" and info.value.key_source == "OPENAI_API_KEY"
+        assert len(srv.requests) == 6  # not one request of the third episode
+        stored = store.records()
+        assert [r.tags["run_key"] for r in stored] == [jobs[0].run_key, jobs[1].run_key]
+        assert stored[0].evaluated and not stored[1].evaluated and "AuthenticationError" in stored[1].evaluation.error
+        records = run_episodes(jobs, store, judge, concurrency=1, progress=False)
+        assert len(srv.requests) == 6 + 1 + 3  # judge the second; play and judge the third
+        assert {r.tags["run_key"] for r in records} == {jobs[1].run_key, jobs[2].run_key}
+        assert store.done_keys() == {j.run_key for j in jobs}
+
+
+@pytest.mark.parametrize("fault,name", [(404, "NotFoundError"), (403, "HTTP 403")])
+def test_partner_refused_stops_the_run_before_the_next_episode(tmp_path, monkeypatch, fault, name):
+    """The partner's model is not found (404) or not allowed (403): the run stops at that request."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-runner-env-key-0123456789")
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(responder()) as srv:
+        agent = LiteLLMPolicy("openai/agent", api_base=srv.base_url, backoff_base=0.01, timeout=5, max_new_tokens=32)
+        partner = LiteLLMPolicy("openai/partner", api_base=srv.base_url, backoff_base=0.01, timeout=5,
+                                max_new_tokens=32)
+        jobs = versus_jobs(TASKS[:2], agent, partner, max_turns=2)
+        # episode 1 (agent in seat 0): agent, partner, judge; episode 2 opens with the partner: refused
+        srv.fault_queue += [None] * 3 + [fault]
+        with pytest.raises(FatalAPIError, match=name) as info:
+            run_episodes(jobs, store, api_judge(srv), concurrency=1, progress=False)
+        assert srv.requests[3]["model"] == "partner" and len(srv.requests) == 4  # no retry, no later episode
+        assert "openai/partner" in str(info.value) and "OPENAI_API_KEY" in str(info.value)
+        assert [r.tags["run_key"] for r in store.records()] == [jobs[0].run_key] and store.records()[0].evaluated
+
+
+def test_rate_limit_burst_is_retried_and_counted(tmp_path):
+    """A burst of 429s is waited out (the run completes); the retries, and the judge's re-ask after an
+    invalid answer, are counted per model in the records."""
+    answers = iter([json.dumps(sotopia_answer({(1, "goal"): 11}))])  # the first judge answer is out of range
+    plain = responder()
+
+    def answer(body):
+        if "impartial evaluator" in body["messages"][0]["content"]:
+            return next(answers, plain(body))
+        return plain(body)
+
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    with ScriptedOpenAIServer(answer) as srv:
+        srv.fault_queue += [429] * 4
+        records = run_episodes(self_chat_jobs(TASKS[:2], api_policy(srv), max_turns=2), store, api_judge(srv),
+                               concurrency=1, progress=False)
+    assert len(records) == 2 and all(r.evaluated for r in store)
+    assert srv.faults_served[:5] == [429] * 4 + [None]  # one request, retried four times
+    assert reliability_summary(store.records()) == {
+        "openai/agent": {"retries": 4, "reasks": 0, "failures": 0},
+        "llm:openai/judge": {"retries": 0, "reasks": 1, "failures": 0}}
 
 
 def test_branch_job_with_seat_temperatures(tmp_path):

@@ -13,13 +13,16 @@ def main() -> None:
     from .config import PairsConfig
 
     def task(config: PairsConfig) -> None:
-        from .pipeline import PairPipeline
+        from .pipeline import PairPipeline, check_inputs
 
+        check_inputs(config)   # before out_dir is created
         PairPipeline(config).run()
 
-    # Hydra's own log folder goes inside the run's folder rather than ./outputs.
+    # The run's folder holds everything the run writes (config.yaml included); hydra writes no
+    # folder or log of its own, so a refused start leaves nothing behind.
     cli.run("sdpo.pairs", PairsConfig, task, summary=summary or "", config_name="pairs",
-            hydra_defaults=["hydra.run.dir=${out_dir}/hydra"])
+            hydra_defaults=["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
+                            "hydra/hydra_logging=none"])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sotopia_env.render import action_json, background
 from sotopia_env.episode import EpisodeRecord, Turn
-from sotopia_env.errors import APIError
+from sotopia_env.errors import APIError, FatalAPIError
 from sotopia_env.profiles import Task
 
 
@@ -222,6 +222,8 @@ async def locate_one(record: EpisodeRecord, agent_index: int, *, client=None, sc
         asked = await ask_validated(client, locate_messages(record, agent_index),
                                     lambda text: validate_error_turn(text, record, agent_index),
                                     max_reasks=max_reasks, max_tokens=max_tokens)
+    except FatalAPIError:  # a refused key or unknown model fails every item alike: the run stops
+        raise
     except APIError as e:
         return {"status": "error", "reason": f"api_error: {e}", "judge": client.model, "calls": 0, "cost": 0.0}
     if asked.value is None:

@@ -32,9 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.formatter import ConversationFormat
+from agents.models import is_local_model
 from sotopia_env.episode import EpisodeRecord, EpisodeStore
-from sotopia_env.errors import APIError, ConfigError
+from sotopia_env.errors import APIError, ConfigError, FatalAPIError
 from sotopia_env.profiles import Task
+from sotopia_env.redaction import redact
 
 from .config import PairKind, PairsConfig, SegmentMethod, Stage
 from .locate import LocalTurnScorer, locate_one
@@ -45,11 +47,40 @@ from .stages import StageFile
 from .write import build_pairs, write_pair_file
 
 
-def is_local_model(model_id: str) -> bool:
-    """Local models (embedded, ``hf:<id>``, a folder) run in-process; others go through LiteLLM."""
-    from agents.models import is_embedded
+def check_inputs(config: PairsConfig) -> None:
+    """Before the run's folder is created: every model the chosen stage(s) call can be used (a local
+    model's folder or Hugging Face id resolves; an API model is known to LiteLLM, has its key and
+    its api_base answers). ConfigError in one line naming the option (``models.agent`` ...) otherwise.
+    ``stage=negatives`` and ``stage=write`` call no model and check none. The collected tasks
+    (``collect.task_ids`` or ``collect.split``) must exist too."""
+    if config.stage in (Stage.all, Stage.collect):
+        from sotopia_env import builtin_tasks, get_task
 
-    return is_embedded(model_id) or model_id.startswith("hf:") or Path(model_id).is_dir()
+        c = config.collect
+        _ = [get_task(t) for t in c.task_ids] if c.task_ids else builtin_tasks(c.split)
+    if config.stage in (Stage.negatives, Stage.write):
+        return
+    m = config.models
+    roles = [("agent", m.agent), ("judge", m.judge)]
+    if m.positive_model:
+        roles.append(("positive_model", m.positive_model))
+    if "partner" in config.collect.interlocutors:
+        roles.append(("partner", m.partner))
+    api_key = None
+    for role, model_id in roles:
+        if is_local_model(model_id):
+            from agents.models import check_model_source
+
+            check_model_source(model_id, option=f"models.{role}")
+            continue
+        from agents.llm_client import check_model
+
+        if m.api_key_env is not None:
+            if m.api_key_env not in os.environ:
+                raise ConfigError(f"models.api_key_env names {m.api_key_env!r}, but that environment variable is "
+                                  "not set")
+            api_key = os.environ[m.api_key_env]
+        check_model(model_id, api_base=m.api_base, api_key=api_key, role=f"models.{role}")
 
 
 class PairPipeline:
@@ -163,7 +194,6 @@ class PairPipeline:
     def _run(self, jobs: list, store: EpisodeStore) -> None:
         """Play and judge ``jobs`` into ``store`` (skipping finished run keys). Episodes that could not
         be played (API down after retries) are left for the next run; bad credentials stop the run."""
-        from agents.llm_client import FATAL_ERRORS
         from agents.runner import run_episodes
 
         done = store.done_keys()
@@ -173,9 +203,9 @@ class PairPipeline:
         try:
             run_episodes(pending, store, self.judge, concurrency=self.config.models.max_concurrency,
                          progress=self.config.progress)
+        except FatalAPIError:
+            raise
         except APIError as e:
-            if isinstance(e.__cause__, FATAL_ERRORS):
-                raise
             warnings.warn(f"{e} -- the stage goes on with the finished episodes", stacklevel=2)
             self.unplayed.append(str(e))
 
@@ -435,7 +465,7 @@ class PairPipeline:
         summary["sampled_sessions"] = {"branches": len(self.branches), "scratch": len(self.scratch_episodes)}
         if write_counts is not None:
             summary["pairs"] = {k: dict(v) for k, v in write_counts.items()}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (self.out / "summary.json").write_text(redact(json.dumps(summary, indent=2)), encoding="utf-8")
         return summary
 
     # ------------------------------------------------------------------ running
@@ -462,7 +492,8 @@ class PairPipeline:
     def save_config(self) -> None:
         from omegaconf import OmegaConf
 
-        OmegaConf.save(OmegaConf.structured(self.config), self.out / "config.yaml")
+        (self.out / "config.yaml").write_text(redact(OmegaConf.to_yaml(OmegaConf.structured(self.config))),
+                                              encoding="utf-8")
 
 
 def _usage_cost(usage: dict) -> float:
@@ -489,4 +520,4 @@ def format_summary(summary: dict) -> str:
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
 
 
-__all__ = ["PairPipeline", "format_summary", "is_local_model"]
+__all__ = ["PairPipeline", "check_inputs", "format_summary", "is_local_model"]

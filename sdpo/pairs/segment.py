@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
-from sotopia_env.errors import APIError
+from sotopia_env.errors import APIError, FatalAPIError
 
 from .locate import (
     InvalidAnswer,
@@ -120,6 +120,8 @@ async def select_one(negative: EpisodeRecord, positive_turns: Sequence[Turn], ag
         asked = await ask_validated(client, segment_messages(negative, positive_turns, agent_index, error_turn),
                                     lambda text: validate_segment(text, positive_turns, agent_index, error_turn),
                                     max_reasks=max_reasks, max_tokens=max_tokens)
+    except FatalAPIError:  # a refused key or unknown model fails every item alike: the run stops
+        raise
     except APIError as e:
         return {"status": "error", "reason": f"api_error: {e}", "judge": client.model, "calls": 0, "cost": 0.0}
     if asked.value is None:
