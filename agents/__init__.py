@@ -5,7 +5,8 @@ import os as _os
 _os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from .formatter import ConversationFormat, ConversationTokenizer, agent_messages, parse_action
-from .policy import Policy, TurnRequest, TurnResult, build_policy
+from .build import build_policy
+from .policy import Policy, TurnRequest, TurnResult
 
 _LAZY = {  # heavy imports (torch, litellm) only when used
     "HFPolicy": "hf_policy", "LiteLLMPolicy": "litellm_policy", "LLMClient": "llm_client",

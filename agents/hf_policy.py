@@ -152,9 +152,9 @@ def in_place_cache(capacity: int):
 
 def attention_kernels(device):
     """On CUDA, scaled-dot-product attention without the cuDNN backend (flash, memory-efficient or
-    math instead). On an H100 with torch 2.11, cuDNN attention spent ~2.1 ms of CPU per call
-    (against ~8 us on the GPU) for decode shapes that change every step, which made every decode
-    step of a 135M model cost ~100 ms whatever the batch. Elsewhere: no change."""
+    math instead): cuDNN plans each new shape on the CPU, and decode shapes change every step, so
+    for a small model the planning outweighs the attention itself (figures in
+    benchmarks/RESULTS.md). Elsewhere: no change."""
     import contextlib
 
     if getattr(device, "type", str(device)).split(":")[0] != "cuda":
@@ -171,8 +171,8 @@ DECODE_MODES = ("auto", "dynamic", "static", "graph")
 class StaticDecode:
     """Decode steps of one generation batch with every shape fixed, so that on CUDA the whole step
     (every layer's kernels) is captured once as a CUDA graph and replayed: a small model's eager
-    decode step is bound by the CPU launching ~1000 kernels (~20 ms on an H200 host for a 135M
-    model), a replay costs a fraction of that.
+    decode step is bound by the CPU launching about a thousand kernels, a replay costs a fraction
+    of that.
 
     The batch keeps its rows to the end (a finished row's outputs are ignored), the KV cache is the
     in-place cache's full buffer (``capacity`` columns; each layer writes the new column at a

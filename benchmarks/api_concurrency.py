@@ -8,7 +8,7 @@ after a fixed ``delay``; both seats are ``LiteLLMPolicy`` clients of it, so ever
 real HTTP request through LiteLLM. Every episode lasts exactly ``turns`` turns (round-robin,
 one model call a turn; the scripted agents never leave). With at most C episodes at once, no
 run can beat the bound ``turns × delay × ceil(episodes / C)``; the script prints the
-wall time, the bound and their ratio bound / wall (TARGETS.md: >= 90 %). With ``--judge`` an
+wall time, the bound and their ratio bound / wall (target: >= 90 %). With ``--judge`` an
 ``LLMJudge`` on the same server scores each episode: one more delayed call, counted as a turn.
 """
 from __future__ import annotations

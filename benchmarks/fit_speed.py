@@ -5,7 +5,7 @@
     python -m benchmarks.fit_speed --device cuda    # every contender on the GPU (fp32), GPU memory
 
 Prints, side by side from one run (each contender in its own subprocess, so peak memory is
-per contender), the ratios of TARGETS.md:
+per contender), the ratios of the speed targets:
 
 * ``sdpo.fit`` vs TRL ``DPOTrainer`` at its best (``precompute_ref_log_probs=True``, same
   embedded model in fp32 on CPU, same single-turn pairs, same batch size, bf16 and gradient
@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
     parser.add_argument("--batch", type=int, default=2, help="pairs per step (one micro-batch)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cpu: TARGETS.md's setting (fp32 on CPU); cuda: every contender on the GPU, fp32")
+                        help="cpu: the speed targets' setting (fp32 on CPU); cuda: every contender on the GPU, fp32")
     parser.add_argument("--demo-pairs", action="store_true",
                         help="also time prefix sharing on the shipped demo pairs (made by sdpo.pairs on the "
                              "embedded model: real episode shapes instead of the synthetic multi-turn pairs)")
@@ -251,7 +251,7 @@ def main() -> None:
         tmp = Path(tmp)
         single, multi = tmp / "single.jsonl", tmp / "multi.jsonl"
         n = args.batch * args.steps
-        # TARGETS.md's shape, a ~346-token prompt and ~120-token replies: here the trained agent's first
+        # the speed targets' shape, a ~346-token prompt and ~120-token replies: here the trained agent's first
         # turn, a 325-token prompt (its system prompt; a history turn adds ~22 tokens of chat template)
         # and 119-125-token replies
         make_pairs(single, n, history_turns=0, segment=1, reply_words=104, kind="dpo")

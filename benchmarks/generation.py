@@ -14,23 +14,18 @@ the same model and sampling (temperature 0.7, turns end at the end-of-turn token
   prefilled only from where it differs from the same seat's previous turn (prefix KV cache).
 
 Tokens/s counts only generated tokens. Also printed: the batched rate with the prefix cache
-off (batching alone). Ratios are side by side in one run (TARGETS.md: >= 8x at K = 8).
+off (batching alone). Ratios are side by side in one run (target: >= 8x at K = 8).
 
-On a 2-core CPU (fp32) the ratio at K = 8 is bounded well below 8x, by two things measured there:
+On a CPU (fp32) the ratio at K = 8 stays well below 8x, for two reasons:
 
-* prefill: every seat's first prompt (~580 tokens, SOTOPIA's, opening with the agent's own name,
-  so no prefix is shared across seats) costs the same arithmetic batched or not, about 16-18 s of
-  a 4-turn K = 8 run whose sequential form takes 110-120 s; with free decode the ratio would
-  still stay under ~6.5x;
-* decode: a batch-8 step costs ~1.8x a batch-1 step (80 vs 45 ms at a 700-token cache), since
-  fp32 GEMM at 8 rows runs the weights 2-3x slower than the matrix-vector product at 1 row.
+* prefill: every seat's first prompt (SOTOPIA's, opening with the agent's own name, so no prefix
+  is shared across seats) costs the same arithmetic batched or not;
+* decode: fp32 GEMM over 8 rows runs the weights slower per row than the matrix-vector product
+  over 1 row, so a batch-8 step costs well over a batch-1 step.
 
-Measured there: 2.7x (fixed length). On a GPU the batched decode step is one CUDA-graph replay
-(``generate_batch(decode="graph")``), while ``generate`` launches every kernel of every step from
-Python. On an H200 (torch 2.11, bf16, SmolLM2-135M architecture with random weights, so turns
-mostly run to 48 tokens; both sides on the same attention kernels), ``--ks 8`` gave 29.4 tok/s
-sequential and 806.7 batched, 27.4x (30.1x without the prefix cache). The eager batched loop
-gave 5.7x and 7.5x in two earlier H200 runs, bound by launching ~1000 kernels a step.
+On a GPU the batched decode step is one CUDA-graph replay (``generate_batch(decode="graph")``),
+while ``generate`` launches every kernel of every step from Python. Measured figures, with their
+machines: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 

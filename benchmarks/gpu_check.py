@@ -13,8 +13,7 @@
 
 Exits non-zero when an fp32 per-turn log-prob differs by more than 1e-5 relative to the largest
 per-turn magnitude (sums over ~100 tokens of ~-11 each for a random model), or a gradient by more
-than 1e-3 relative. Seen on an H100 (torch 2.11, random SmolLM2-135M, TF32 off): 1.2e-4 absolute
-for the cache layout and 3e-5 for the mask layout (that run did not print the magnitudes).
+than 1e-3 relative. Measured differences: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ subset; Markdown tables, a JSON document, and the paper's average output length 
 Which scores count
 ------------------
 A record's ``tags["agent_seats"]`` lists the seats the *tested* model played (``[0, 1]`` in
-self-chat, ``[s]`` against a partner). Records without that tag (e.g. SOTOPIA's published
-episodes) count every seat for the model that played it. A score belongs to
+self-chat, ``[s]`` against a partner), read by ``EpisodeRecord.agent_seats``. Records without
+that tag (e.g. SOTOPIA's published episodes) count every seat for the model that played it. A score belongs to
 ``(model, role)``: role ``agent`` for tested seats, ``partner`` for the other seat.
 
 * ``all``: every episode of the run, every tested seat.
@@ -127,12 +127,6 @@ def is_hard(record: EpisodeRecord) -> bool:
     return "hard" in record.task.scenario.tags or record.task.tested_seat is not None
 
 
-def agent_seats(record: EpisodeRecord) -> list[int]:
-    """The seats the tested model played (``tags["agent_seats"]``; all seats when untagged)."""
-    seats = record.tags.get("agent_seats")
-    return sorted(int(s) for s in seats) if seats is not None else [0, 1]
-
-
 def deduplicate(records: Iterable[EpisodeRecord]) -> tuple[list[EpisodeRecord], list[EpisodeRecord]]:
     """Split records into (evaluated, unevaluated), one per run key: the last evaluated record
     of a key wins; a key with no evaluated record is listed once as unevaluated. Records
@@ -151,7 +145,7 @@ def deduplicate(records: Iterable[EpisodeRecord]) -> tuple[list[EpisodeRecord], 
 
 def counted_seats(record: EpisodeRecord, subset: str, role: str = "agent") -> list[int]:
     """Seats of ``record`` whose scores count for ``role`` on ``subset`` (see module docstring)."""
-    tested = agent_seats(record)
+    tested = record.agent_seats()
     seats = tested if role == "agent" else [s for s in (0, 1) if s not in tested]
     if subset == "hard":
         if not is_hard(record):
@@ -229,7 +223,7 @@ def output_length_per_turn(records: Iterable[EpisodeRecord], *, role: str = "age
     evaluated, _ = deduplicate(records)
     sums: dict[str, list[list[int]]] = {}
     for rec in evaluated:
-        tested = agent_seats(rec)
+        tested = rec.agent_seats()
         seats = tested if role == "agent" else [s for s in (0, 1) if s not in tested]
         for s in seats:
             own = [t for t in rec.turns if t.agent_index == s and t.action_type != "none"]

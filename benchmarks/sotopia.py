@@ -61,7 +61,7 @@ from typing import Any, Optional
 
 from agents.models import is_local_model
 from sotopia_env.episode import EpisodeStore
-from sotopia_env.errors import ConfigError
+from sotopia_env.errors import ConfigError, to_enum
 from sotopia_env.redaction import redact
 
 from . import plots, results
@@ -159,12 +159,7 @@ class SotopiaBenchConfig:
         from sotopia_env.render import check_prompt_style
 
         self.prompt_style = PromptStyle(check_prompt_style(self.prompt_style))
-        if isinstance(self.tasks, str):
-            try:
-                self.tasks = TaskSet(self.tasks)
-            except ValueError:
-                raise ConfigError(f"tasks={self.tasks!r} is not allowed; allowed: "
-                                  f"{', '.join(t.value for t in TaskSet)}") from None
+        self.tasks = to_enum(TaskSet, self.tasks, "tasks")
         for name in ("agent", "partner", "judge"):
             if not str(getattr(self, name)).strip():
                 raise ConfigError(f"{name} must not be empty")

@@ -24,12 +24,15 @@ side contributes a reward of 0 on that side. Entries outside the mask are never 
 result (they may hold padding, even ``-inf``).
 
 Each preference loss returns ``(losses, chosen_rewards, rejected_rewards)``, each of shape (batch,):
-the implicit rewards are ``beta * sum_t w_t * (policy - reference)`` over counted turns (``w_t = 1``
-except for DMPO), and the loss is TRL's sigmoid loss ``-log sigmoid(chosen_rewards - rejected_rewards)``.
+the implicit rewards are ``beta * sum_t w_t * (policy - reference)`` over counted turns, and the loss
+is TRL's sigmoid loss ``-log sigmoid(chosen_rewards - rejected_rewards)``. All four losses are one
+core (``_preference_loss``: checks, log-ratios, weighted sums, sigmoid loss); the turn weights
+``w_t`` are the only thing each chooses: 1 at every counted turn (SDPO, ETO), 1 at the first
+counted turn only (DPO), DMPO's discount phi(t, T) (DMPO).
 Rewards are detached (they are for logging, as in TRL); gradients reach the policy log-probs only,
 since the reference is frozen by definition.
 
-Equations: /work/shared/spec/SDPO.md §3 (the paper's loss equations) and §6 (facts of the authors'
+Equations: the SDPO paper's §3 (the paper's loss equations) and §6 (facts of the authors'
 release: summed token log-probs, no length normalisation, DMPO weights on policy and reference alike).
 """
 from __future__ import annotations
@@ -40,8 +43,6 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-
-from sotopia_env.errors import ConfigError
 
 __all__ = [
     "LOSSES",
@@ -68,11 +69,18 @@ class PreferenceLoss(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation of user inputs (ValueError naming the argument and the shapes).
+# Validation of user inputs (ValueError naming the argument and the shapes). This module imports
+# nothing of the package, so a bad beta or gamma is a plain ValueError here; the fit config checks
+# beta and gamma itself (ConfigError) before any loss runs.
 
 def _check_beta(beta: float) -> None:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ConfigError(f"beta must be a finite number > 0, got {beta!r}")
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+
+
+def _check_gamma(gamma: float) -> None:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0.0 < gamma < 1.0):
+        raise ValueError(f"gamma must be a number strictly between 0 and 1 (DMPO discount), got {gamma!r}")
 
 
 def _check_side(side: str, policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> None:
@@ -103,6 +111,14 @@ def _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_log
                          f"{tuple(policy_rejected_logps.shape)} must have the same batch size (dim 0)")
 
 
+# ---------------------------------------------------------------------------------------------
+# The one core: log-ratios, per-turn weights, rewards, sigmoid loss.
+
+TurnWeights = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
+"""What each preference loss chooses: ``(mask, dtype) -> (batch, turns)`` weights ``w_t``, 0
+where the turn does not count (a turn of weight 0 is never read, so it may hold padding)."""
+
+
 def _per_turn_log_ratios(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log pi/pi_ref per turn, (batch, turns), 0 where the turn does not count.
 
@@ -110,9 +126,21 @@ def _per_turn_log_ratios(policy: torch.Tensor, reference: torch.Tensor, mask: to
     with ``where`` rather than a product so padding (even -inf) in uncounted turns cannot leak NaN.
     The reference is detached: it is the frozen BC agent, never trained.
     """
-    dtype = torch.promote_types(torch.promote_types(policy.dtype, reference.dtype), torch.float32)
+    dtype = _ratio_dtype(policy, reference)
     ratios = policy.to(dtype) - reference.detach().to(dtype)
     return torch.where(mask, ratios, torch.zeros((), dtype=dtype, device=ratios.device))
+
+
+def _ratio_dtype(policy: torch.Tensor, reference: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(policy.dtype, reference.dtype), torch.float32)
+
+
+def _rewards(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, weights: TurnWeights,
+             beta: float) -> torch.Tensor:
+    """One side's implicit rewards, (batch,): ``beta * sum_t w_t * log pi/pi_ref`` over the turns
+    of nonzero weight."""
+    w = weights(mask, _ratio_dtype(policy, reference))
+    return beta * (w * _per_turn_log_ratios(policy, reference, w != 0)).sum(1)
 
 
 def _sigmoid_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
@@ -122,32 +150,25 @@ def _sigmoid_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
-# ---------------------------------------------------------------------------------------------
-# The preference losses.
-
-def sdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-              reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-              chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Segment-level DPO: the sum over the segment's agent turns of beta * log pi/pi_ref, chosen
-    minus rejected, through -log sigmoid (L_SDPO, SDPO.md §3).
-
-    The masks mark the segment: the trained agent's turns t = e..e+k on each side, starting at the
-    error turn e. The paper uses segments of the same number of turns on both sides (so that the
-    partition-function terms cancel); unequal counts are accepted for the [a, b] ablation.
-
-    Args: per-turn log-probs (batch, turns_w) / (batch, turns_l) float and bool masks of the same
-    shapes, see the module docstring; ``beta`` the KL strength (0.1 in the paper).
-    Returns: ``(losses, chosen_rewards, rejected_rewards)``, each (batch,).
-    """
+def _preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                     reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+                     chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float,
+                     weights: TurnWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The body of every preference loss: validate, weigh each side's counted turns with
+    ``weights``, and apply the sigmoid loss to the two sides' rewards."""
     _check_beta(beta)
     _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
                 reference_rejected_logps, chosen_mask, rejected_mask)
-    # L_SDPO of SDPO.md §3: sum_{t=e}^{e+k} beta * log pi/pi_ref, per side.
-    chosen_rewards = beta * _per_turn_log_ratios(policy_chosen_logps, reference_chosen_logps, chosen_mask).sum(1)
-    rejected_rewards = beta * _per_turn_log_ratios(
-        policy_rejected_logps, reference_rejected_logps, rejected_mask).sum(1)
-    return _sigmoid_loss(chosen_rewards, rejected_rewards)
+    return _sigmoid_loss(_rewards(policy_chosen_logps, reference_chosen_logps, chosen_mask, weights, beta),
+                         _rewards(policy_rejected_logps, reference_rejected_logps, rejected_mask, weights, beta))
+
+
+# ---------------------------------------------------------------------------------------------
+# The turn weightings (the only thing the losses differ in).
+
+def _every_counted_turn(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """w_t = 1 at every counted turn (SDPO over the segment, ETO over the session)."""
+    return mask.to(dtype)
 
 
 def _first_counted_turn(mask: torch.Tensor) -> torch.Tensor:
@@ -155,51 +176,9 @@ def _first_counted_turn(mask: torch.Tensor) -> torch.Tensor:
     return mask & (mask.cumsum(dim=1) == 1)
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-             chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Turn-level DPO at the error turn (L_DPO, SDPO.md §3).
-
-    A DPO pair normally holds one agent turn per side (the error turn e and its alternative). When
-    the masks count several turns, only the **first counted turn** of each side is used (the error
-    turn); later counted turns are ignored. This makes SDPO over a one-turn segment equal DPO.
-
-    Args and returns as :func:`sdpo_loss`.
-    """
-    _check_beta(beta)
-    _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                reference_rejected_logps, chosen_mask, rejected_mask)
-    # L_DPO of SDPO.md §3: beta * log pi/pi_ref (y_e | h_e) on each side.
-    chosen_rewards = beta * _per_turn_log_ratios(
-        policy_chosen_logps, reference_chosen_logps, _first_counted_turn(chosen_mask)).sum(1)
-    rejected_rewards = beta * _per_turn_log_ratios(
-        policy_rejected_logps, reference_rejected_logps, _first_counted_turn(rejected_mask)).sum(1)
-    return _sigmoid_loss(chosen_rewards, rejected_rewards)
-
-
-def eto_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-             chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Session-level ETO: the sum over all counted agent turns of the whole sessions, chosen
-    (T_w turns) minus rejected (T_l turns), with no length constraint (L_ETO, SDPO.md §3).
-
-    The masks mark every agent turn of each session (t = 0..T-1). The computation is the same sum
-    as :func:`sdpo_loss`; the two differ in their data (whole sessions sampled from the start vs
-    segments branching at the error turn), so ETO equals SDPO when T_w = T_l and the segment is the
-    whole session.
-
-    Args and returns as :func:`sdpo_loss`.
-    """
-    _check_beta(beta)
-    _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                reference_rejected_logps, chosen_mask, rejected_mask)
-    # L_ETO of SDPO.md §3: sum_{t=0}^{T_w-1} minus sum_{t=0}^{T_l-1} of beta * log pi/pi_ref.
-    chosen_rewards = beta * _per_turn_log_ratios(policy_chosen_logps, reference_chosen_logps, chosen_mask).sum(1)
-    rejected_rewards = beta * _per_turn_log_ratios(
-        policy_rejected_logps, reference_rejected_logps, rejected_mask).sum(1)
-    return _sigmoid_loss(chosen_rewards, rejected_rewards)
+def _error_turn_only(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """w_t = 1 at the first counted turn of each row (the error turn), 0 elsewhere (DPO)."""
+    return _first_counted_turn(mask).to(dtype)
 
 
 def dmpo_turn_weights(mask: torch.Tensor, gamma: float = 0.7, *, dtype: torch.dtype = torch.float32,
@@ -218,8 +197,7 @@ def dmpo_turn_weights(mask: torch.Tensor, gamma: float = 0.7, *, dtype: torch.dt
     Returns:
         (batch, turns) weights, 0 at uncounted turns (and for rows with no counted turn).
     """
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0.0 < gamma < 1.0):
-        raise ConfigError(f"gamma must be a number strictly between 0 and 1 (DMPO discount), got {gamma!r}")
+    _check_gamma(gamma)
     if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.dtype != torch.bool:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a bool tensor of shape (batch, turns), got {shape}")
@@ -233,29 +211,85 @@ def dmpo_turn_weights(mask: torch.Tensor, gamma: float = 0.7, *, dtype: torch.dt
     return torch.where(mask, numerator / denominator, torch.zeros((), dtype=dtype, device=mask.device))
 
 
+# ---------------------------------------------------------------------------------------------
+# The preference losses: each is the core with its turn weighting.
+
+def sdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+              reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+              chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Segment-level DPO: the sum over the segment's agent turns of beta * log pi/pi_ref, chosen
+    minus rejected, through -log sigmoid (L_SDPO, the SDPO paper).
+
+    The masks mark the segment: the trained agent's turns t = e..e+k on each side, starting at the
+    error turn e. The paper uses segments of the same number of turns on both sides (so that the
+    partition-function terms cancel); unequal counts are accepted for the [a, b] ablation.
+
+    Args: per-turn log-probs (batch, turns_w) / (batch, turns_l) float and bool masks of the same
+    shapes, see the module docstring; ``beta`` the KL strength (0.1 in the paper).
+    Returns: ``(losses, chosen_rewards, rejected_rewards)``, each (batch,).
+    """
+    # L_SDPO of the SDPO paper: sum_{t=e}^{e+k} beta * log pi/pi_ref, per side.
+    return _preference_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                            reference_rejected_logps, chosen_mask, rejected_mask, beta=beta,
+                            weights=_every_counted_turn)
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+             chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn-level DPO at the error turn (L_DPO, the SDPO paper).
+
+    A DPO pair normally holds one agent turn per side (the error turn e and its alternative). When
+    the masks count several turns, only the **first counted turn** of each side is used (the error
+    turn); later counted turns are ignored. This makes SDPO over a one-turn segment equal DPO.
+
+    Args and returns as :func:`sdpo_loss`.
+    """
+    # L_DPO of the SDPO paper: beta * log pi/pi_ref (y_e | h_e) on each side.
+    return _preference_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                            reference_rejected_logps, chosen_mask, rejected_mask, beta=beta,
+                            weights=_error_turn_only)
+
+
+def eto_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+             chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Session-level ETO: the sum over all counted agent turns of the whole sessions, chosen
+    (T_w turns) minus rejected (T_l turns), with no length constraint (L_ETO, the SDPO paper).
+
+    The masks mark every agent turn of each session (t = 0..T-1). The computation is the same sum
+    as :func:`sdpo_loss` (the same weighting); the two differ in their data (whole sessions sampled
+    from the start vs segments branching at the error turn), so ETO equals SDPO when T_w = T_l and
+    the segment is the whole session.
+
+    Args and returns as :func:`sdpo_loss`.
+    """
+    # L_ETO of the SDPO paper: sum_{t=0}^{T_w-1} minus sum_{t=0}^{T_l-1} of beta * log pi/pi_ref.
+    return _preference_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                            reference_rejected_logps, chosen_mask, rejected_mask, beta=beta,
+                            weights=_every_counted_turn)
+
+
 def dmpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
               reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
               chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, *, beta: float = 0.1,
               gamma: float = 0.7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Session-level DMPO: like :func:`eto_loss`, each counted turn weighted by phi(t, T)
-    (L_DMPO, SDPO.md §3; weights from :func:`dmpo_turn_weights`).
+    (L_DMPO, the SDPO paper; weights from :func:`dmpo_turn_weights`).
 
     ``T`` is counted separately on each side (T_w, T_l). The weight multiplies the policy and the
-    reference log-prob alike (SDPO.md §6). Computed for the whole batch at once, no loop over turns.
+    reference log-prob alike (the authors' released code). Computed for the whole batch at once, no loop over turns.
 
     Args and returns as :func:`sdpo_loss`, plus ``gamma`` in (0, 1) (0.7 in the authors' release).
     """
-    _check_beta(beta)
-    _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                reference_rejected_logps, chosen_mask, rejected_mask)
-    chosen_ratios = _per_turn_log_ratios(policy_chosen_logps, reference_chosen_logps, chosen_mask)
-    rejected_ratios = _per_turn_log_ratios(policy_rejected_logps, reference_rejected_logps, rejected_mask)
-    # L_DMPO of SDPO.md §3: sum_t beta * phi(t, T) * log pi/pi_ref, with T = T_w or T_l.
-    chosen_rewards = beta * (dmpo_turn_weights(chosen_mask, gamma, dtype=chosen_ratios.dtype)
-                             * chosen_ratios).sum(1)
-    rejected_rewards = beta * (dmpo_turn_weights(rejected_mask, gamma, dtype=rejected_ratios.dtype)
-                               * rejected_ratios).sum(1)
-    return _sigmoid_loss(chosen_rewards, rejected_rewards)
+    _check_gamma(gamma)
+    # L_DMPO of the SDPO paper: sum_t beta * phi(t, T) * log pi/pi_ref, with T = T_w or T_l.
+    return _preference_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                            reference_rejected_logps, chosen_mask, rejected_mask, beta=beta,
+                            weights=lambda mask, dtype: dmpo_turn_weights(mask, gamma, dtype=dtype))
 
 
 # ---------------------------------------------------------------------------------------------

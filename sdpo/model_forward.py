@@ -18,8 +18,8 @@ Two ways to run a packed row (``prefix_attention``):
   of very different lengths get two calls each instead (less padding).
 * ``"mask"``: one call on the whole batch with the 4D branch mask below (works under gradient
   checkpointing and DDP, where a second forward before the backward is not allowed; on a GPU,
-  where a small model's step is bound by kernel launches, one call beats 2 per pair: on an H100
-  the cache layout ran 3.5x slower than one unshared call for the 135M model).
+  where a small model's step is bound by kernel launches, one call beats two; figures in
+  benchmarks/RESULTS.md).
 
 Either way the LM head is applied only at the positions that predict a target token, so the
 vocabulary projection costs one row per target token instead of one per input token. For the plain

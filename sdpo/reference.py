@@ -1,6 +1,6 @@
 """Reference per-turn log-probs: computed once, without gradients, and cached in the run's folder.
 
-The reference policy pi_ref is the BC agent, frozen (SDPO.md §3), so its log-probs of a pair
+The reference policy pi_ref is the BC agent, frozen (the SDPO paper), so its log-probs of a pair
 never change during training. They are computed in one no-grad pass before the first step and
 saved in the run's output folder as ``reference/<pairs>.ref-<key>.pt`` (never beside the data,
 which may be read-only, e.g. the demo pairs inside an installed package); ``key`` hashes the model id, a

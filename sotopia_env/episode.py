@@ -99,6 +99,16 @@ class EpisodeRecord:
             raise DataError(f"episode {self.episode_id} has no evaluation")
         return self.evaluation.agents[agent_index].scores[dimension]
 
+    def agent_seats(self) -> list[int]:
+        """The seats played by the model under test or training (``tags["agent_seats"]``, sorted):
+        ``[0, 1]`` in self-chat, ``[s]`` against a partner.
+
+        Fallback, the one convention: a record without the tag (SOTOPIA's published episodes, a
+        store written by other tools) makes no claim about which seat was tested, so every seat
+        counts, ``[0, 1]``, each for the model that played it (``models[seat]``)."""
+        seats = self.tags.get("agent_seats")
+        return sorted(int(s) for s in seats) if seats is not None else [0, 1]
+
     def agent_turns(self, agent_index: int) -> list[int]:
         """Indices into ``turns`` of the turns taken by ``agent_index`` (its own actions)."""
         return [i for i, t in enumerate(self.turns) if t.agent_index == agent_index]

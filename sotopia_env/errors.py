@@ -4,6 +4,11 @@ A user's mistake gets one sentence naming what was wrong, where, and what is all
 """
 from __future__ import annotations
 
+from enum import Enum
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=Enum)
+
 
 class SotopiaError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -28,6 +33,20 @@ class DataError(SotopiaError, ValueError):
 
 class ConfigError(SotopiaError, ValueError):
     """A configuration value is not allowed. The message names the option and the allowed values."""
+
+
+def to_enum(kind: type[E], value: Any, option: str) -> E:
+    """``value`` (a member of ``kind`` or its value, e.g. a string from the command line or a
+    YAML file) as a member of ``kind``; otherwise ConfigError
+    ``"<option>=<value> is not allowed; allowed: a, b, c"``. The one conversion every config's
+    ``__post_init__`` uses for its Enum options."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise ConfigError(f"{option}={value!r} is not allowed; allowed: {allowed}") from None
 
 
 class APIError(SotopiaError, RuntimeError):

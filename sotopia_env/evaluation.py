@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 from .errors import DataError
 from .redaction import redact
 
-# Dimension -> (low, high), inclusive (SDPO.md §1, SOTOPIA v0.1.4).
+# Dimension -> (low, high), inclusive (SOTOPIA v0.1.4).
 DIMENSION_RANGES: dict[str, tuple[int, int]] = {
     "believability": (0, 10),
     "relationship": (-5, 5),

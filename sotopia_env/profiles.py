@@ -29,7 +29,7 @@ class Relationship(IntEnum):
     family_member = 5
 
 
-# Which of the partner's profile fields an agent may see, by relationship (SOTOPIA.md).
+# Which of the partner's profile fields an agent may see, by relationship (as SOTOPIA shows them).
 # The secret is never visible to anyone but its owner.
 _ACQUAINTANCE_FIELDS = ("first_name", "last_name", "age", "gender", "gender_pronoun", "occupation",
                         "public_info")

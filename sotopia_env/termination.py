@@ -1,6 +1,6 @@
 """SOTOPIA's rule-based termination evaluator: when does an episode end?
 
-An episode ends (SOTOPIA.md, "Termination") when
+An episode ends (SOTOPIA, "Termination") when
 
 * an agent takes the ``leave`` action (reason ``"leave"``),
 * more than ``max_stale_turns`` consecutive turns passed in which every agent whose turn it

@@ -3,16 +3,7 @@ from __future__ import annotations
 
 from sdpo.pairs_schema import PairRecord
 from sotopia_env.episode import Turn
-from sotopia_env.profiles import Profile, Relationship, Scenario, Task
-
-
-def make_task() -> Task:
-    scenario = Scenario(pk="sc-bike", codename="bike_sale", relationship=Relationship.acquaintance,
-                        scenario="Two neighbours discuss the sale of a used bicycle.",
-                        agent_goals=["Sell the bicycle for at least $120.", "Buy the bicycle for at most $100."])
-    profiles = (Profile(pk="p-ana", first_name="Ana", last_name="Reyes", age=34, occupation="nurse"),
-                Profile(pk="p-ben", first_name="Ben", last_name="Okafor", age=29, occupation="teacher"))
-    return Task(pk="t-bike", scenario=scenario, profiles=profiles)
+from tests.factories import make_task
 
 
 def turn(i: int, agent: int, text: str, action: str = "speak") -> Turn:

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.evaluation import DIMENSIONS, AgentEvaluation, EpisodeEvaluation
-from sotopia_env.profiles import Profile, Relationship, Scenario, Task
+from sotopia_env.profiles import Task
+
+from tests.factories import make_task
 
 NAMES = ("Ana Reyes", "Ben Okafor")
-
-
-def make_task(pk: str = "t-bike", scenario_pk: str = "sc-bike") -> Task:
-    scenario = Scenario(pk=scenario_pk, codename="bike_sale", relationship=Relationship.acquaintance,
-                        scenario="Two neighbours discuss the sale of a used bicycle.",
-                        agent_goals=["Sell the bicycle for at least $120.", "Buy the bicycle for at most $100."])
-    profiles = (Profile(pk="p-ana", first_name="Ana", last_name="Reyes", age=34, occupation="nurse"),
-                Profile(pk="p-ben", first_name="Ben", last_name="Okafor", age=29, occupation="teacher"))
-    return Task(pk=pk, scenario=scenario, profiles=profiles)
 
 
 def evaluation(goals=(5.0, 5.0), relationships=(0.0, 0.0)) -> EpisodeEvaluation:

@@ -6,17 +6,10 @@ import math
 import pytest
 
 from benchmarks import compare, plots, results
-from sotopia_env import AgentEvaluation, EpisodeEvaluation, EpisodeRecord, Profile, Scenario, Task, Turn
+from sotopia_env import AgentEvaluation, EpisodeEvaluation, EpisodeRecord, Turn
 from sotopia_env.errors import DataError
 from sotopia_env.evaluation import DIMENSIONS
-
-
-def make_task(pk: str, hard: bool = False, tested_seat=None) -> Task:
-    scenario = Scenario(pk=f"env-{pk}", codename=pk, scenario="Two neighbours talk.",
-                        agent_goals=["goal A", "goal B"], tags=["test"] + (["hard"] if hard else []))
-    return Task(pk=pk, scenario=scenario, profiles=(Profile(pk="p0", first_name="Ann", last_name="Lee"),
-                                                   Profile(pk="p1", first_name="Bo", last_name="Kim")),
-                tested_seat=tested_seat)
+from tests.factories import make_task
 
 
 def scores(goal, rel, base=5.0):
@@ -64,7 +57,7 @@ def test_mean_ci_hand_values():
 
 
 def test_summaries_seats_subsets_and_dedup():
-    easy, hard = make_task("t1"), make_task("t2", hard=True, tested_seat=1)
+    easy, hard = make_task("t1"), make_task("t2", tags=["hard"], tested_seat=1)
     recs = [
         # self-chat: both seats count on "all"; only seat 1 on "hard"
         make_record(easy, (8, 4), (2, 0)),
@@ -97,7 +90,7 @@ def test_summaries_seats_subsets_and_dedup():
 
 
 def test_versus_partner_roles_and_hard_seat():
-    hard = make_task("h", hard=True, tested_seat=0)
+    hard = make_task("h", tags=["hard"], tested_seat=0)
     recs = [make_record(hard, (7, 3), (2, 1), models=("agent", "gpt"), seats=(0,), key="a"),
             make_record(hard, (5, 9), (0, 4), models=("gpt", "agent"), seats=(1,), key="b",
                         words=((1, 1), (7, 9)))]
@@ -128,7 +121,7 @@ PAPER = {"prompt_style": "sotopia", "judge": "gpt-4o"}   # the paper's setting: 
 
 
 def test_compare_table1_layout(tmp_path, capsys):
-    t, h = make_task("t"), make_task("h", hard=True, tested_seat=0)
+    t, h = make_task("t"), make_task("h", tags=["hard"], tested_seat=0)
     self_a = write_run(tmp_path, "a_self", {"agent": "A", "partner": "self", "max_turns": 20, **PAPER},
                        [make_record(t, (8, 8), (2, 2), models=("A", "A")), make_record(h, (6, 0), (1, 0), models=("A", "A"))])
     vs_a = write_run(tmp_path, "a_vs", {"agent": "A", "partner": "gpt-4o", **PAPER},

@@ -17,58 +17,15 @@ from sotopia_env import (
     EpisodeRecord,
     Profile,
     RewardWeights,
-    Scenario,
-    Task,
     Turn,
     aec_env,
     parallel_env,
 )
 from sotopia_env.env import TURN_ORDERS
+from tests.factories import RENT_TALK, make_task
 
 ORDERS = list(TURN_ORDERS)
-
-
-def make_task(relationship=2) -> Task:
-    mia = Profile(
-        pk="p-mia",
-        first_name="Mia",
-        last_name="Chen",
-        age=31,
-        occupation="pastry chef",
-        gender="Woman",
-        gender_pronoun="she/her",
-        public_info="Runs a small bakery.",
-        big_five="High openness",
-        personality_and_values="Warm but stubborn about prices.",
-        decision_making_style="Intuitive",
-        secret="She is about to close the bakery.",
-    )
-    leo = Profile(
-        pk="p-leo",
-        first_name="Leo",
-        last_name="Park",
-        age=45,
-        occupation="landlord",
-        gender="Man",
-        gender_pronoun="he/him",
-        public_info="Owns the building.",
-        personality_and_values="Calculating.",
-        secret="He already promised the shop to someone else.",
-    )
-    scenario = Scenario(
-        pk="s-rent",
-        codename="rent_talk",
-        scenario="A tenant and her landlord discuss the rent.",
-        agent_goals=[
-            "Keep the rent below 2000 <extra_info>you can pay 1900</extra_info>",
-            "Raise the rent to 2400",
-        ],
-        relationship=relationship,
-    )
-    return Task(pk="t-rent", scenario=scenario, profiles=(mia, leo))
-
-
-TASK = make_task()
+TASK = make_task(**RENT_TALK, relationship=2)
 MIA, LEO = TASK.agent_names
 
 
@@ -269,7 +226,7 @@ def test_invalid_actions_raise_naming_allowed_ones():
     ],
 )
 def test_observation_follows_sotopia_visibility(relationship, shown, hidden):
-    task = make_task(relationship)
+    task = make_task(**RENT_TALK, relationship=relationship)
     env = parallel_env(task)
     obs, _ = env.reset(seed=0)
     mine = obs["Mia Chen"]
@@ -464,7 +421,7 @@ def test_failed_judge_gives_nan_reward_not_zero():
 
 
 def test_reset_with_task_positional_and_option():
-    other = make_task(3)
+    other = make_task(**RENT_TALK, relationship=3)
     other.profiles = (Profile(pk="p-ana", first_name="Ana", last_name="Silva"), other.profiles[1])
     env = parallel_env(TASK)
     env.reset(other)

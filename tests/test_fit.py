@@ -62,6 +62,58 @@ def test_toy_overfit_loss_goes_down(tiny_dir, demo_copy, tmp_path, loss, lr, dro
     assert not list(Path(demo_copy).parent.glob("*.ref-*.pt"))
 
 
+@pytest.mark.parametrize("loss", ["sdpo", "dmpo", "sft"])
+def test_micro_step_is_the_loss_of_each_pair_on_its_own(tiny_llama, embedded_tokenizer, loss):
+    """micro_step on one packed micro-batch (shared history, the cache layout) == sdpo.losses applied
+    to each pair's log-probs computed alone and unpacked, summed over the pairs. The policy differs
+    from the reference and beta and gamma are off their defaults, so a wrong reference row, a
+    dropped setting or a packing error changes the loss."""
+    import copy
+    import dataclasses
+
+    from agents.formatter import ConversationTokenizer
+    from sdpo import losses
+    from sdpo.fit import PrefixAttention, micro_step
+    from sdpo.model_forward import pack_pairs, pair_logps
+    from sdpo.reference import compute_reference
+    from sdpo.tokenize import tokenize_pair
+
+    conv = ConversationTokenizer(embedded_tokenizer)
+    pairs = [tokenize_pair(conv, make_pair("m1", n_history=2)), tokenize_pair(conv, make_pair("m2", seg=3))]
+    cfg = FitConfig(loss=loss, beta=0.3, gamma=0.4)
+    if loss == "sft":   # behavioural cloning reads the chosen side only, as in fit
+        pairs = [dataclasses.replace(tp, rejected=None, prefix_len=0) for tp in pairs]
+    reference = {} if loss == "sft" else compute_reference(tiny_llama, pairs)
+    policy = copy.deepcopy(tiny_llama)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))   # a trained policy: no longer the reference
+
+    pad = embedded_tokenizer.pad_token_id
+    out = micro_step(policy, pack_pairs(pairs, pad_id=pad), reference, cfg,
+                     pair_ids=[tp.pair_id for tp in pairs], prefix_attention=PrefixAttention.cache)
+    expected, margins = 0.0, []
+    for tp in pairs:
+        lp = pair_logps(policy, pack_pairs([tp], prefix_sharing=False, pad_id=pad))
+        if loss == "sft":
+            expected += losses.sft_loss(lp.chosen_tokens, lp.chosen_token_mask).sum().item()
+            continue
+        ref_chosen, ref_rejected = reference[tp.pair_id]
+        settings = {"beta": 0.3, "gamma": 0.4} if loss == "dmpo" else {"beta": 0.3}
+        loss_fn = losses.dmpo_loss if loss == "dmpo" else losses.sdpo_loss
+        per_pair, chosen, rejected = loss_fn(lp.chosen, lp.rejected, ref_chosen[None], ref_rejected[None],
+                                             lp.chosen_mask, lp.rejected_mask, **settings)
+        expected += per_pair.sum().item()
+        margins.append((chosen - rejected).item())
+    assert out.loss.requires_grad and out.loss.item() == pytest.approx(expected, rel=1e-5)
+    if loss == "sft":
+        assert out.metrics() == {} and out.turn_gaps() is None
+    else:
+        assert abs(expected - 2 * 0.6931) > 1e-3   # the reference differs from the policy
+        assert out.metrics()["rewards/margins"] == pytest.approx(sum(margins) / 2, rel=1e-5)
+
+
 def test_resume_is_exact(tiny_dir, demo_copy, tmp_path):
     """Interrupted after 2 of 4 steps and resumed == uninterrupted (weights bit for bit). Attention
     dropout is on so that the RNG state matters too."""
@@ -134,8 +186,12 @@ def test_user_errors(tiny_dir, tmp_path):
         fit(_cfg(tiny_dir, str(sft_pairs), tmp_path / "out", max_steps=1))
     with pytest.raises(ConfigError, match="batch_size 6 must be a multiple of micro_batch_size 4"):
         FitConfig(batch_size=6, micro_batch_size=4)
-    with pytest.raises(ValueError, match="'ppo' is not a valid LossName"):
+    with pytest.raises(ConfigError, match="loss='ppo' is not allowed; allowed: sdpo, dpo"):
         FitConfig(loss="ppo")
+    with pytest.raises(ConfigError, match="prefix_attention='flash' is not allowed; allowed: auto, cache, mask"):
+        FitConfig(prefix_attention="flash")
+    with pytest.raises(ConfigError, match="beta"):
+        FitConfig(beta=float("nan"))
     with pytest.raises(ConfigError, match="gamma must be strictly between 0 and 1"):
         FitConfig(loss=LossName.dmpo, gamma=1.0)
     with pytest.raises(ConfigError, match="prefix_attention=cache cannot run with gradient_checkpointing"):

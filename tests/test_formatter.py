@@ -16,28 +16,12 @@ from agents.formatter import (
 from sotopia_env.render import action_json as render_action
 from sotopia_env.episode import Turn
 from sotopia_env.errors import DataError
-from sotopia_env.profiles import Profile, Relationship, Scenario, Task
-
-
-def make_task(relationship=Relationship.acquaintance) -> Task:
-    """A small task written here (no dependence on the built-in data)."""
-    a = Profile(pk="a", first_name="Mia", last_name="Chen", age=31, occupation="baker", secret="Owes rent")
-    b = Profile(pk="b", first_name="Leo", last_name="Park", age=45, occupation="landlord", secret="Selling the shop")
-    s = Scenario(pk="s", codename="rent", scenario="A tenant asks her landlord to delay the rent by a week.",
-                 agent_goals=["Get a one-week delay on the rent.", "Be paid on time, but keep a good tenant."],
-                 relationship=relationship)
-    return Task(pk="t-rent", scenario=s, profiles=(a, b))
-
-
-def make_turns(task, n, first=0):
-    lines = ["Hi Leo, do you have a minute?", "Sure Mia, what's up?", "Could I pay the rent next Friday?",
-             "That is late. Why?", "My oven broke and I lost a week of sales.", "I see. Fine, but only once."]
-    return [Turn(turn=i, agent_index=(first + i) % 2, speaker=task.profiles[(first + i) % 2].name,
-                 action_type="speak", argument=lines[i % len(lines)]) for i in range(n)]
+from sotopia_env.profiles import Relationship
+from tests.factories import RENT, make_task, make_turns
 
 
 def test_roles_from_each_side():
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 4)
     mine = agent_messages(task, 0, turns)
     assert [m["role"] for m in mine] == ["system", "user", "assistant", "user", "assistant", "user"]
@@ -52,7 +36,7 @@ def test_roles_from_each_side():
 
 
 def test_none_turns_skipped_and_same_side_merged():
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 2)
     turns.insert(1, Turn(turn=1, agent_index=1, speaker="Leo Park", action_type="none"))
     turns.append(Turn(turn=3, agent_index=1, speaker="Leo Park", action_type="action", argument="nods"))
@@ -73,7 +57,7 @@ def test_parse_action_json_and_fallbacks():
 
 
 def test_fit_messages_drops_oldest_whole_turns():
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 6)
     count = lambda msgs: sum(len(m["content"]) for m in msgs)
     full = count(agent_messages(task, 0, turns))
@@ -96,7 +80,7 @@ def test_fit_messages_drops_oldest_whole_turns():
 def test_rollout_prompts_are_training_prefixes(embedded_tokenizer, system_message):
     """For every turn the agent took, the prompt it generated from is an exact token prefix of
     the session the trainer encodes, and the target span decodes to the action it produced."""
-    task = make_task()
+    task = make_task(**RENT)
     fmt = ConversationFormat(system_message=system_message)
     ct = ConversationTokenizer(embedded_tokenizer)
     turns = make_turns(task, 6)
@@ -122,11 +106,11 @@ def test_strangers_see_both_names_but_not_the_partners_profile():
     an agent sees follows the relationship (strangers: nothing, so no occupation and no secret)."""
     from agents.formatter import system_text as background
 
-    strangers = background(make_task(Relationship.stranger), 0)
+    strangers = background(make_task(**RENT, relationship=Relationship.stranger), 0)
     assert "Participants: Mia Chen and Leo Park" in strangers
     assert "Leo Park's background: Unknown" in strangers and "Selling the shop" not in strangers
     assert "Owes rent" in strangers      # one's own secret is part of one's own background
-    friends = background(make_task(Relationship.friend), 0)
+    friends = background(make_task(**RENT, relationship=Relationship.friend), 0)
     assert "Leo Park's background: Leo Park" in friends and "Selling the shop" not in friends
 
 

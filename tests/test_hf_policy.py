@@ -4,9 +4,10 @@ import torch
 
 from agents.formatter import ConversationTokenizer, agent_messages
 from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, in_place_cache, sample_next
-from agents.policy import TurnRequest, build_policy
+from agents import build_policy
+from agents.policy import TurnRequest
 from sotopia_env.errors import ConfigError
-from tests.test_formatter import make_task, make_turns
+from tests.factories import RENT, make_task, make_turns
 
 
 def test_sample_next_greedy_rows_and_top_p():
@@ -60,7 +61,7 @@ def test_generate_batch_matches_generate_per_prompt(tiny_llama, prefill, decode)
 
 def test_act_uses_formatter_prompt_and_batches(tiny_llama, embedded_tokenizer):
     policy = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=6)
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 3)
     requests = [TurnRequest(task=task, agent_index=1, turns=turns), TurnRequest(task=task, agent_index=0, turns=turns[:2]),
                 TurnRequest(task=task, agent_index=1, turns=turns[:1], temperature=1.0)]
@@ -79,7 +80,7 @@ def test_act_uses_formatter_prompt_and_batches(tiny_llama, embedded_tokenizer):
 
 
 def test_long_context_drops_oldest_turns(tiny_llama, embedded_tokenizer):
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 6)
     ct = ConversationTokenizer(embedded_tokenizer)
     full = len(ct.prompt_ids(agent_messages(task, 0, turns)))
@@ -186,7 +187,7 @@ def test_generate_batch_rejects_an_unknown_prefill():
 
 
 def test_policy_reuses_previous_turns_across_an_episode(tiny_llama, embedded_tokenizer):
-    task = make_task()
+    task = make_task(**RENT)
     turns = make_turns(task, 4)
     cached = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3)
     plain = HFPolicy(model=tiny_llama, tokenizer=embedded_tokenizer, temperature=0.0, max_new_tokens=3,

@@ -12,7 +12,7 @@ from agents.local_server import ScriptedOpenAIServer
 from sotopia_env.episode import EpisodeRecord
 from sotopia_env.errors import DataError, FatalAPIError, JudgeError
 from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS
-from tests.test_formatter import make_task, make_turns
+from tests.factories import RENT, make_task, make_turns
 
 
 def sotopia_answer(overrides=None):
@@ -23,7 +23,7 @@ def sotopia_answer(overrides=None):
 
 
 def record():
-    task = make_task()
+    task = make_task(**RENT)
     return EpisodeRecord(task=task, turns=make_turns(task, 4))
 
 

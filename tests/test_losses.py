@@ -18,7 +18,6 @@ from sdpo.losses import (
     sdpo_loss,
     sft_loss,
 )
-from sotopia_env.errors import ConfigError
 
 
 def t(rows, dtype=torch.float64):
@@ -273,7 +272,7 @@ def test_dtype_errors_name_the_argument():
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 1.5, -0.2, float("nan")])
 def test_gamma_outside_open_interval_is_rejected(gamma):
     ones = torch.ones(1, 2, dtype=torch.bool)
-    with pytest.raises(ConfigError, match="gamma"):
+    with pytest.raises(ValueError, match="gamma"):
         dmpo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), ones, ones,
                   gamma=gamma)
 
@@ -281,7 +280,7 @@ def test_gamma_outside_open_interval_is_rejected(gamma):
 @pytest.mark.parametrize("beta", [0.0, -0.1, float("inf")])
 def test_bad_beta_is_rejected(beta):
     ones = torch.ones(1, 2, dtype=torch.bool)
-    with pytest.raises(ConfigError, match="beta"):
+    with pytest.raises(ValueError, match="beta"):
         sdpo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), ones, ones,
                   beta=beta)
 
@@ -338,3 +337,29 @@ def test_per_turn_logp_gaps_by_hand():
     assert gaps.shape == (3,)
     assert gaps[:2].tolist() == pytest.approx([1.5, 5.0])
     assert math.isnan(gaps[2].item())
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+def test_losses_module_imports_only_torch_and_the_standard_library():
+    import ast
+    import inspect
+
+    import sdpo.losses
+
+    tree = ast.parse(inspect.getsource(sdpo.losses))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "math", "collections", "typing", "torch"}, imported
+
+
+def test_dpo_never_reads_counted_turns_after_the_error_turn():
+    # dpo counts only the first counted turn: -inf in a later counted turn must not leak NaN
+    pc, pr = t([[-1.0, float("-inf")]]), t([[-2.0, float("-inf")]])
+    rc, rr = t([[-1.5, 0.0]]), t([[-1.0, 0.0]])
+    both = m([[True, True]])
+    losses, cw, rw = dpo_loss(pc, pr, rc, rr, both, both, beta=0.5)
+    assert cw.item() == pytest.approx(0.25) and rw.item() == pytest.approx(-0.5)
+    assert losses.item() == pytest.approx(sigmoid_loss(0.75))

@@ -2,7 +2,8 @@
 from sdpo.pairs.config import NegativeRule, NegativesConfig
 from sdpo.pairs.negatives import Negative, is_negative, select_negatives
 
-from .pairs_episodes import episode, make_task
+from tests.factories import make_task
+from .pairs_episodes import episode
 
 TEXTS = ["hi", "hello", "price?", "90"]
 
@@ -31,7 +32,7 @@ def test_self_chat_gives_one_negative_per_low_seat_partner_only_the_agent_seat()
 
 def test_cap_per_scenario_and_side():
     records = [episode(TEXTS, goals=(3, 3), episode_id=f"e{i}") for i in range(3)]
-    records.append(episode(TEXTS, goals=(3, 9), episode_id="other", task=make_task("t2", "sc-other")))
+    records.append(episode(TEXTS, goals=(3, 9), episode_id="other", task=make_task("t2", scenario_pk="sc-other")))
     negatives, counts = select_negatives(records, NegativesConfig(max_per_scenario_side=2))
     assert [n.key for n in negatives] == ["e0:0", "e0:1", "e1:0", "e1:1", "other:0"]
     assert counts["capped"] == 2

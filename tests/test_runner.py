@@ -12,7 +12,7 @@ from benchmarks.results import reliability_summary
 from sotopia_env import builtin_tasks
 from sotopia_env.episode import EpisodeStore
 from sotopia_env.errors import APIError, FatalAPIError
-from tests.test_formatter import make_task
+from tests.factories import RENT, make_task
 from tests.test_judge import sotopia_answer
 
 
@@ -205,7 +205,7 @@ def test_offline_end_to_end_embedded_agents_and_local_judge(tmp_path, embedded_m
     store = EpisodeStore(tmp_path / "episodes.jsonl")
     policy = HFPolicy(model=embedded_model, tokenizer=embedded_tokenizer, temperature=0.7, max_new_tokens=6, seed=0)
     judge = LocalJudge(model=embedded_model, tokenizer=embedded_tokenizer)
-    run_episodes(self_chat_jobs([make_task()], policy, max_turns=2), store, judge, progress=False)
+    run_episodes(self_chat_jobs([make_task(**RENT)], policy, max_turns=2), store, judge, progress=False)
     [rec] = store.records()
     assert rec.evaluated and rec.evaluation.judge.startswith("local:") and len(rec.turns) == 2
     assert all(0 <= a.scores["goal"] <= 10 for a in rec.evaluation.agents)

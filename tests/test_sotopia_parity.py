@@ -14,7 +14,6 @@ SOTOPIA pins ``pettingzoo==1.25.0`` and ``openai<2``, so CI runs this file in a 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 
@@ -34,8 +33,9 @@ from agents.llm_client import drain_logging  # noqa: E402
 from agents.local_server import ScriptedOpenAIServer  # noqa: E402
 from agents.runner import run_episodes, self_chat_jobs  # noqa: E402
 from sotopia_env import DIMENSIONS, Relationship, builtin_tasks  # noqa: E402
-from sotopia_env.profiles import Scenario, Task  # noqa: E402
+from sotopia_env.profiles import Task  # noqa: E402
 from sotopia_env.render import sotopia_api  # noqa: E402
+from tests.factories import make_task  # noqa: E402
 
 SCORES = {"believability": 8, "relationship": 2, "knowledge": 5, "secret": -1, "social_rules": 0,
           "financial_and_material_benefits": 1, "goal": 7}
@@ -47,11 +47,11 @@ def evaluation_answer() -> str:
     return json.dumps({"evaluations": {"agent_1": agent, "agent_2": agent_2}})
 
 
-def make_task(relationship: Relationship, goals: list[str], scenario: str) -> Task:
-    base = builtin_tasks("test")[0]
-    sc = Scenario(pk=f"parity-{int(relationship)}", codename=f"parity_{relationship.name}", scenario=scenario,
-                  agent_goals=goals, relationship=relationship)
-    return dataclasses.replace(base, pk=f"parity-task-{int(relationship)}", scenario=sc)
+def parity_task(relationship: Relationship, goals: list[str], scenario: str) -> Task:
+    """A built-in task's two profiles in a scenario written here."""
+    return make_task(f"parity-task-{int(relationship)}", scenario_pk=f"parity-{int(relationship)}",
+                     codename=f"parity_{relationship.name}", scenario=scenario, goals=goals, relationship=relationship,
+                     profiles=builtin_tasks("test")[0].profiles)
 
 
 GOALS = [
@@ -138,7 +138,7 @@ def play_ours(task: Task, actions):
 
 @pytest.mark.parametrize("relationship", list(Relationship), ids=lambda r: r.name)
 def test_prompts_equal_sotopias_own(relationship):
-    task = make_task(relationship, GOALS, "Two people meet in a café & talk about a <b>design</b> job "
+    task = parity_task(relationship, GOALS, "Two people meet in a café & talk about a <b>design</b> job "
                                           "for the \"grand\" reopening.")
     script = SCRIPTS[relationship]
     theirs = play_sotopia(task, script)
@@ -167,7 +167,7 @@ def test_first_turn_prompt_shows_no_history_and_the_owners_goal_only():
     markup rendered for its owner (tags gone, text kept, the unclosed tag included)."""
     from sotopia_env.render import sotopia_action_prompt
 
-    task = make_task(Relationship.friend, GOALS, "A café.")
+    task = parity_task(Relationship.friend, GOALS, "A café.")
     text = sotopia_action_prompt(task, 1, [], 0)
     assert "You are at Turn #0." in text and "Conversation Starts:" in text
     assert "You may accept $1,500 with a portfolio credit." in text and "Stay friendly but firm" in text

@@ -1,4 +1,4 @@
-"""Segment-level DPO pair building (SDPO.md §2): collect judged sessions, pick negatives, locate
+"""Segment-level DPO pair building (the SDPO pipeline): collect judged sessions, pick negatives, locate
 the error turn, sample positives from the history before it, select the segment, and write the
 pair file; plus the baselines' data (DPO, ETO, DMPO, Preferred-SFT) and the ablations.
 

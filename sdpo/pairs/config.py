@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sotopia_env.errors import ConfigError
+from sotopia_env.errors import ConfigError, to_enum
 
 
 class Stage(str, Enum):
-    """A stage of the pipeline (SDPO.md §2); ``all`` runs them in order."""
+    """A stage of the pipeline (the SDPO pipeline); ``all`` runs them in order."""
 
     collect = "collect"
     negatives = "negatives"
@@ -28,7 +28,7 @@ class Stage(str, Enum):
 
 
 class NegativeRule(str, Enum):
-    """Which sessions are negatives (SDPO.md §6)."""
+    """Which sessions are negatives (the authors' released code)."""
 
     paper = "paper"
     """goal < goal_below (the paper's text, default 7)."""
@@ -45,7 +45,7 @@ class Interlocutors(str, Enum):
 
 
 class PairKind(str, Enum):
-    """Kinds of pair files the write stage produces (SDPO.md §3 baselines)."""
+    """Kinds of pair files the write stage produces (the paper's baselines)."""
 
     sdpo = "sdpo"
     dpo = "dpo"
@@ -196,10 +196,10 @@ class PairsConfig:
         from sotopia_env.render import check_prompt_style
 
         self.prompt_style = check_prompt_style(self.prompt_style)
-        self.stage = _enum(Stage, self.stage, "stage")
-        self.negatives.rule = _enum(NegativeRule, self.negatives.rule, "negatives.rule")
-        self.segment.method = _enum(SegmentMethod, self.segment.method, "segment.method")
-        self.write.interlocutors = _enum(Interlocutors, self.write.interlocutors, "write.interlocutors")
+        self.stage = to_enum(Stage, self.stage, "stage")
+        self.negatives.rule = to_enum(NegativeRule, self.negatives.rule, "negatives.rule")
+        self.segment.method = to_enum(SegmentMethod, self.segment.method, "segment.method")
+        self.write.interlocutors = to_enum(Interlocutors, self.write.interlocutors, "write.interlocutors")
         allowed = {i.value for i in Interlocutors} - {"both"}
         for value in self.collect.interlocutors:
             if value not in allowed:
@@ -207,7 +207,7 @@ class PairsConfig:
         if not self.collect.interlocutors:
             raise ConfigError("collect.interlocutors: give at least one of self, partner")
         for value in self.write.kinds:
-            _enum(PairKind, value, "write.kinds")
+            to_enum(PairKind, value, "write.kinds")
         for name, value in (("sample.n", self.sample.n), ("scratch.n", self.scratch.n),
                             ("collect.repeats", self.collect.repeats), ("collect.max_turns", self.collect.max_turns),
                             ("models.max_new_tokens", self.models.max_new_tokens),
@@ -230,16 +230,6 @@ class PairsConfig:
             mx = getattr(self.negatives, name)
             if mx is not None and (not isinstance(mx, int) or mx < 1):
                 raise ConfigError(f"negatives.{name} must be a positive integer or null, got {mx!r}")
-
-
-def _enum(kind: type[Enum], value, name: str):
-    if isinstance(value, kind):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}") from None
 
 
 def register() -> None:

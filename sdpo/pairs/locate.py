@@ -1,4 +1,4 @@
-"""Error location (SDPO.md §2 step 3): the judge names the trained agent's *error turn* in a
+"""Error location (the SDPO pipeline, step 3): the judge names the trained agent's *error turn* in a
 negative session.
 
 The judge sees the session as numbered messages (the number is the index into the episode's
@@ -21,6 +21,8 @@ from sotopia_env.render import action_json, background
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.errors import APIError, FatalAPIError
 from sotopia_env.profiles import Task
+
+from .stages import StageEntry, Status
 
 
 class InvalidAnswer(ValueError):
@@ -197,35 +199,55 @@ class LocalTurnScorer:
         return scores
 
 
+def most_likely(scorer: LocalTurnScorer, messages: list[dict], candidates: Sequence[int],
+                answer: Callable[[int], dict]) -> tuple[int, dict]:
+    """The offline answer to a judge question: the candidate ``c`` whose JSON answer ``answer(c)``
+    the local model finds most likely. Returns ``(c, {"reason", "option_scores"})``."""
+    scores = scorer.score(messages, [json.dumps(answer(c)) for c in candidates])
+    best = max(range(len(candidates)), key=lambda k: scores[k])
+    return candidates[best], {"reason": f"local fallback ({scorer.name}): most likely answer",
+                              "option_scores": {str(c): round(x, 4) for c, x in zip(candidates, scores)}}
+
+
 def local_error_turn(scorer: LocalTurnScorer, record: EpisodeRecord, agent_index: int) -> dict:
     """The offline error location: the agent turn whose "The error turn is message N." is most likely."""
-    own = record.agent_turns(agent_index)
-    messages = locate_messages(record, agent_index)
-    options = [json.dumps({"index": i}) for i in own]
-    scores = scorer.score(messages, options)
-    best = max(range(len(own)), key=lambda k: scores[k])
-    return {"index": own[best], "reason": f"local fallback ({scorer.name}): most likely answer",
-            "option_scores": {str(i): round(s, 4) for i, s in zip(own, scores)}}
+    index, why = most_likely(scorer, locate_messages(record, agent_index), record.agent_turns(agent_index),
+                             lambda i: {"index": i})
+    return {"index": index, **why}
+
+
+async def ask_judge_or_local(messages: list[dict], validate: Callable[[str], dict], local: Callable[[], dict], *,
+                             client=None, scorer: LocalTurnScorer | None = None, max_reasks: int = 2,
+                             max_tokens: int = 512) -> StageEntry:
+    """One judge question as a stage entry (without its key): with a ``client``, ask it
+    (``ask_validated``: ``messages``, ``validate``, bounded re-asks); without one, answer offline
+    with ``local()`` (the ``scorer``'s most likely answer).
+
+    Returns ``{"status": "ok", <answer>, "judge", <accounting>}``, ``{"status": "skipped",
+    "reason": "invalid_answer", ...}`` after ``max_reasks`` invalid answers, or ``{"status":
+    "error", ...}`` when the API failed for good (retried on the next run). FatalAPIError
+    propagates: a refused key or unknown model fails every item alike, so the run stops."""
+    if client is None:
+        return {"status": Status.ok, **local(), "judge": scorer.name, "calls": 0, "local_calls": 1, "cost": 0.0}
+    try:
+        asked = await ask_validated(client, messages, validate, max_reasks=max_reasks, max_tokens=max_tokens)
+    except FatalAPIError:
+        raise
+    except APIError as e:
+        return {"status": Status.error, "reason": f"api_error: {e}", "judge": client.model, "calls": 0, "cost": 0.0}
+    if asked.value is None:
+        return {"status": Status.skipped, "reason": "invalid_answer", "judge": client.model, **asked.to_dict()}
+    return {"status": Status.ok, **asked.value, "judge": client.model, **asked.to_dict()}
 
 
 async def locate_one(record: EpisodeRecord, agent_index: int, *, client=None, scorer: LocalTurnScorer | None = None,
-                     max_reasks: int = 2, max_tokens: int = 512) -> dict:
+                     max_reasks: int = 2, max_tokens: int = 512) -> StageEntry:
     """Locate the error turn of one negative; returns a stage entry (without its key):
     ``{"status": "ok", "index", "reason", ...}``, ``{"status": "skipped", "reason": ...}`` after
     ``max_reasks`` invalid answers, or ``{"status": "error", ...}`` when the API failed for good."""
     if not record.agent_turns(agent_index):
-        return {"status": "skipped", "reason": "the trained agent never acted", "calls": 0}
-    if client is None:
-        answer = local_error_turn(scorer, record, agent_index)
-        return {"status": "ok", **answer, "judge": scorer.name, "calls": 0, "local_calls": 1, "cost": 0.0}
-    try:
-        asked = await ask_validated(client, locate_messages(record, agent_index),
+        return {"status": Status.skipped, "reason": "the trained agent never acted", "calls": 0}
+    return await ask_judge_or_local(locate_messages(record, agent_index),
                                     lambda text: validate_error_turn(text, record, agent_index),
-                                    max_reasks=max_reasks, max_tokens=max_tokens)
-    except FatalAPIError:  # a refused key or unknown model fails every item alike: the run stops
-        raise
-    except APIError as e:
-        return {"status": "error", "reason": f"api_error: {e}", "judge": client.model, "calls": 0, "cost": 0.0}
-    if asked.value is None:
-        return {"status": "skipped", "reason": "invalid_answer", "judge": client.model, **asked.to_dict()}
-    return {"status": "ok", **asked.value, "judge": client.model, **asked.to_dict()}
+                                    lambda: local_error_turn(scorer, record, agent_index),
+                                    client=client, scorer=scorer, max_reasks=max_reasks, max_tokens=max_tokens)

@@ -1,4 +1,4 @@
-"""Negatives: the (session, trained seat) pairs whose judged scores are low (SDPO.md §2 step 2).
+"""Negatives: the (session, trained seat) pairs whose judged scores are low (the SDPO pipeline, step 2).
 
 In self-chat both seats are played by the trained agent, so one session can give two
 negatives; against a partner only the agent's own seat counts. A negative is named by its
@@ -46,16 +46,22 @@ def negative_key(episode_id: str, agent_index: int) -> str:
     return f"{episode_id}:{agent_index}"
 
 
-def agent_seats(record: EpisodeRecord) -> list[int]:
-    """Seats played by the trained agent in a collected session (from the collect stage's tags)."""
-    seats = record.tags.get("agent_seats")
-    if seats is None:
-        return [0, 1] if record.tags.get("interlocutor") == "self" else []
-    return [int(s) for s in seats]
+def trained_seats(record: EpisodeRecord) -> list[int]:
+    """Seats played by the trained agent in a collected session: ``record.agent_seats()`` (the
+    collect stage always tags them). A partner session without the tag is the one exception: one
+    of its seats is the partner's and nothing says which, so it gives no negative (training on the
+    partner's seat would teach the agent the partner's side)."""
+    if "agent_seats" not in record.tags and _interlocutor(record) != "self":
+        return []
+    return record.agent_seats()
+
+
+def _interlocutor(record: EpisodeRecord) -> str:
+    return str(record.tags.get("interlocutor", "self"))
 
 
 def is_negative(goal: float, relationship: float, config: NegativesConfig) -> bool:
-    """The negatives rule (SDPO.md §6): the paper's goal < 7, or the authors' goal <= 7 or relationship <= 2."""
+    """The negatives rule (the authors' released code): the paper's goal < 7, or the authors' goal <= 7 or relationship <= 2."""
     if config.rule == NegativeRule.paper:
         return goal < config.goal_below
     return goal <= config.goal_at_most or relationship <= config.relationship_at_most
@@ -76,7 +82,7 @@ def select_negatives(records: Iterable[EpisodeRecord], config: NegativesConfig) 
         if not record.evaluated:
             counts["unevaluated"] += 1
             continue
-        for seat in agent_seats(record):
+        for seat in trained_seats(record):
             counts["seats"] += 1
             goal, relationship = record.score(seat, "goal"), record.score(seat, "relationship")
             if not is_negative(goal, relationship, config):
@@ -92,7 +98,7 @@ def select_negatives(records: Iterable[EpisodeRecord], config: NegativesConfig) 
                 continue
             per_scenario_side[side] += 1
             chosen.append(Negative(episode_id=record.episode_id, agent_index=seat,
-                                   interlocutor=str(record.tags.get("interlocutor", "self")),
+                                   interlocutor=_interlocutor(record),
                                    task_pk=record.task.pk, scenario_pk=record.task.scenario.pk,
                                    goal=goal, relationship=relationship))
     counts["negatives"] = len(chosen)

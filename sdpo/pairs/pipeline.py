@@ -43,7 +43,7 @@ from .locate import LocalTurnScorer, locate_one
 from .negatives import Negative, select_negatives
 from .sample import branch_run_key, continuation, decide, sample_seed
 from .segment import select_one
-from .stages import StageFile
+from .stages import StageFile, Status
 from .write import build_pairs, write_pair_file
 
 
@@ -348,7 +348,7 @@ class PairPipeline:
             if any(c is None or not c.evaluated for c in candidates):
                 # Not finished work: the runner retries missing or unjudged sessions on the next run.
                 missing = sum(c is None for c in candidates)
-                ledger.append({"key": neg.key, "status": "error", "reason": "candidates_unfinished",
+                ledger.append({"key": neg.key, "status": Status.error, "reason": "candidates_unfinished",
                                "missing": missing, "unjudged": sum(c is not None and not c.evaluated
                                                                    for c in candidates)})
                 continue
@@ -361,7 +361,7 @@ class PairPipeline:
         negatives, _ = self.negatives()
         located = self.ledgers["locate"].final()
         todo = [(n, int(located[n.key]["index"])) for n in negatives
-                if located.get(n.key, {}).get("status") == "ok"]
+                if located.get(n.key, {}).get("status") == Status.ok]
         self._sample_stage("branch", self.ledgers["sample"], self.branches, todo, self.config.sample.n)
 
     # ------------------------------------------------------------------ stage 5: segment
@@ -373,7 +373,7 @@ class PairPipeline:
         negatives, _ = self.negatives()
         episodes = self._latest(self.episodes)
         branches = self._latest(self.branches)
-        kept = {k: e for k, e in self.ledgers["sample"].final().items() if e["status"] == "kept"}
+        kept = {k: e for k, e in self.ledgers["sample"].final().items() if e["status"] == Status.kept}
         ledger = self.ledgers["segment"]
         final = ledger.final()
         pending = [n for n in negatives if n.key in kept and n.key not in final]
@@ -400,7 +400,7 @@ class PairPipeline:
             return
         negatives, _ = self.negatives()
         if self.config.scratch.only_kept:
-            kept = {k for k, e in self.ledgers["sample"].final().items() if e["status"] == "kept"}
+            kept = {k for k, e in self.ledgers["sample"].final().items() if e["status"] == Status.kept}
             negatives = [n for n in negatives if n.key in kept]
         self._sample_stage("scratch", self.ledgers["scratch"], self.scratch_episodes, [(n, 0) for n in negatives],
                            self.config.scratch.n)
@@ -440,7 +440,7 @@ class PairPipeline:
             entries = ledger.entries()
             statuses = Counter(e["status"] for e in entries.values())
             reasons = Counter(f"{e['status']}:{e.get('reason')}" for e in entries.values()
-                              if e["status"] not in ("ok", "kept"))
+                              if e["status"] not in (Status.ok, Status.kept))
             problems = Counter(c["problem"] for e in entries.values() for c in e.get("candidates", [])
                                if c.get("problem"))
             summary[name] = {"items": len(entries), **statuses, "reasons": dict(reasons)}

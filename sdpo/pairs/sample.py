@@ -1,10 +1,10 @@
-"""Positive sampling (SDPO.md §2 step 4): reset the environment to the history before the error
+"""Positive sampling (the SDPO pipeline, step 4): reset the environment to the history before the error
 turn and sample N continuations; judge each; the best by goal (ties: relationship) is the
 positive if it beats the negative, else the negative is dropped and counted.
 
 A candidate whose first turn (the re-sampled error turn) is identical to the negative's is
 rejected here: the two sides would not differ at the error turn (a pitfall of the authors'
-code, SDPO.md §6). The same selection serves ETO/DMPO with sessions sampled from the start
+code, the authors' released code). The same selection serves ETO/DMPO with sessions sampled from the start
 (``branch_turn`` 0, nothing to compare at the first turn).
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import hashlib
 from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
+
+from .stages import StageEntry, Status
 
 
 def same_action(a: Turn, b: Turn) -> bool:
@@ -46,19 +48,19 @@ def candidate_problem(negative: EpisodeRecord, candidate: EpisodeRecord, agent_i
 
 
 def rank_key(record: EpisodeRecord, agent_index: int) -> tuple[float, float]:
-    """Best by goal, ties broken by relationship (SDPO.md §2 step 4)."""
+    """Best by goal, ties broken by relationship (the SDPO pipeline, step 4)."""
     return record.score(agent_index, "goal"), record.score(agent_index, "relationship")
 
 
 def beats(positive: EpisodeRecord, negative: EpisodeRecord, agent_index: int) -> bool:
-    """The keep rule (SDPO.md §6): higher goal, or equal goal and higher relationship."""
+    """The keep rule (the authors' released code): higher goal, or equal goal and higher relationship."""
     pg, pr = rank_key(positive, agent_index)
     ng, nr = rank_key(negative, agent_index)
     return pg > ng or (pg == ng and pr > nr)
 
 
 def decide(negative: EpisodeRecord, agent_index: int, branch_turn: int, candidates: Sequence[EpisodeRecord],
-           *, compare_first_turn: bool = True) -> dict:
+           *, compare_first_turn: bool = True) -> StageEntry:
     """Choose the positive among ``candidates`` (in sampling order; the earliest wins ties).
 
     Returns a stage entry (without key): ``status`` "kept" with ``positive`` (episode id) or
@@ -76,11 +78,11 @@ def decide(negative: EpisodeRecord, agent_index: int, branch_turn: int, candidat
     entry = {"branch_turn": branch_turn, "candidates": rows,
              "negative_scores": dict(negative.evaluation.agents[agent_index].scores)}
     if not valid:
-        return {"status": "dropped", "reason": "no_valid_candidate", **entry}
+        return {"status": Status.dropped, "reason": "no_valid_candidate", **entry}
     best = max(valid, key=lambda c: rank_key(c, agent_index))  # max keeps the first of equal keys
     if not beats(best, negative, agent_index):
-        return {"status": "dropped", "reason": "not_better", "best": best.episode_id, **entry}
-    return {"status": "kept", "positive": best.episode_id, **entry}
+        return {"status": Status.dropped, "reason": "not_better", "best": best.episode_id, **entry}
+    return {"status": Status.kept, "positive": best.episode_id, **entry}
 
 
 def sample_seed(base: int, run_key: str) -> int:

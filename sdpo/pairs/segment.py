@@ -1,4 +1,4 @@
-"""Segment selection (SDPO.md §2 step 5): the judge sees the negative and the positive session
+"""Segment selection (the SDPO pipeline, step 5): the judge sees the negative and the positive session
 and names the segment of the positive, starting at the error turn, that made the difference:
 JSON ``{"start_index", "end_index", "reason"}`` over the positive's numbered messages (the
 authors' format). Validated: the segment starts where the sessions first differ (the error
@@ -14,17 +14,18 @@ import json
 from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
-from sotopia_env.errors import APIError, FatalAPIError
 
 from .locate import (
     InvalidAnswer,
     LocalTurnScorer,
-    ask_validated,
+    ask_judge_or_local,
     integer_field,
+    most_likely,
     numbered_messages,
     parse_json_object,
     task_brief,
 )
+from .stages import StageEntry
 
 
 def segment_messages(negative: EpisodeRecord, positive_turns: Sequence[Turn], agent_index: int,
@@ -80,7 +81,7 @@ def cut_sides(history: Sequence[Turn], chosen: Sequence[Turn], rejected: Sequenc
               chosen_len: int, rejected_len: int, *, equal: bool) -> tuple[list[Turn], list[Turn], dict, bool]:
     """Cut both sides after their segment: ``chosen_len`` / ``rejected_len`` agent turns from the
     error turn. A side with fewer agent turns gives what it has; with ``equal`` both sides then
-    take the shorter length, so that the SDPO segments stay equal (SDPO.md §3).
+    take the shorter length, so that the SDPO segments stay equal (the SDPO paper).
 
     Returns ``(chosen_cut, rejected_cut, segment, shortened)``; ``segment`` holds inclusive
     ``[first, last]`` over the trained agent's turns in history + side (the pair file's convention).
@@ -100,30 +101,16 @@ def local_segment(scorer: LocalTurnScorer, negative: EpisodeRecord, positive_tur
                   agent_index: int, error_turn: int) -> dict:
     """The offline segment selection: the end index whose answer the local model finds most likely."""
     own = [i for i, t in enumerate(positive_turns) if i >= error_turn and t.agent_index == agent_index]
-    messages = segment_messages(negative, positive_turns, agent_index, error_turn)
-    options = [json.dumps({"start_index": error_turn, "end_index": i}) for i in own]
-    scores = scorer.score(messages, options)
-    best = max(range(len(own)), key=lambda k: scores[k])
-    return {"start_index": error_turn, "end_index": own[best],
-            "reason": f"local fallback ({scorer.name}): most likely answer",
-            "option_scores": {str(i): round(s, 4) for i, s in zip(own, scores)}}
+    end, why = most_likely(scorer, segment_messages(negative, positive_turns, agent_index, error_turn), own,
+                           lambda i: {"start_index": error_turn, "end_index": i})
+    return {"start_index": error_turn, "end_index": end, **why}
 
 
 async def select_one(negative: EpisodeRecord, positive_turns: Sequence[Turn], agent_index: int, error_turn: int, *,
                      client=None, scorer: LocalTurnScorer | None = None, max_reasks: int = 2,
-                     max_tokens: int = 512) -> dict:
+                     max_tokens: int = 512) -> StageEntry:
     """Select the segment for one kept pair; returns a stage entry (without its key), as ``locate_one``."""
-    if client is None:
-        answer = local_segment(scorer, negative, positive_turns, agent_index, error_turn)
-        return {"status": "ok", **answer, "judge": scorer.name, "calls": 0, "local_calls": 1, "cost": 0.0}
-    try:
-        asked = await ask_validated(client, segment_messages(negative, positive_turns, agent_index, error_turn),
+    return await ask_judge_or_local(segment_messages(negative, positive_turns, agent_index, error_turn),
                                     lambda text: validate_segment(text, positive_turns, agent_index, error_turn),
-                                    max_reasks=max_reasks, max_tokens=max_tokens)
-    except FatalAPIError:  # a refused key or unknown model fails every item alike: the run stops
-        raise
-    except APIError as e:
-        return {"status": "error", "reason": f"api_error: {e}", "judge": client.model, "calls": 0, "cost": 0.0}
-    if asked.value is None:
-        return {"status": "skipped", "reason": "invalid_answer", "judge": client.model, **asked.to_dict()}
-    return {"status": "ok", **asked.value, "judge": client.model, **asked.to_dict()}
+                                    lambda: local_segment(scorer, negative, positive_turns, agent_index, error_turn),
+                                    client=client, scorer=scorer, max_reasks=max_reasks, max_tokens=max_tokens)

@@ -1,4 +1,4 @@
-"""Pair records of every kind from the same negatives (SDPO.md §3, baselines' data):
+"""Pair records of every kind from the same negatives (the SDPO paper, baselines' data):
 
 * ``sdpo``: the segment pair, history before the error turn shared, both sides cut after the
   judge's segment (or fixed [negative, positive] lengths for the ablation).

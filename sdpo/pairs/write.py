@@ -16,6 +16,7 @@ from sotopia_env.episode import EpisodeRecord
 
 from .config import Interlocutors, SegmentMethod
 from .negatives import Negative
+from .stages import Status
 from .variants import dpo_pair, preferred_sft_record, sdpo_pair, segment_length_from_end, session_pair
 
 
@@ -43,7 +44,7 @@ def build_pairs(kind: str, negatives: Sequence[Negative], episodes: Mapping[str,
             if entry is None:
                 counts["not_sampled_from_start"] += 1
                 continue
-            if entry["status"] != "kept":
+            if entry["status"] != Status.kept:
                 counts[f"scratch_{entry.get('reason', entry['status'])}"] += 1
                 continue
             positive = episodes[entry["positive"]]
@@ -51,10 +52,10 @@ def build_pairs(kind: str, negatives: Sequence[Negative], episodes: Mapping[str,
                                       provenance={"candidates": entry["candidates"], "from_start": True}))
             continue
         loc, smp = locate.get(neg.key), sample.get(neg.key)
-        if loc is None or loc["status"] != "ok":
+        if loc is None or loc["status"] != Status.ok:
             counts["not_located" if loc is None else f"locate_{loc.get('reason', loc['status'])}"] += 1
             continue
-        if smp is None or smp["status"] != "kept":
+        if smp is None or smp["status"] != Status.kept:
             counts["not_sampled" if smp is None else f"sample_{smp.get('reason', smp['status'])}"] += 1
             continue
         positive = episodes[smp["positive"]]
@@ -74,7 +75,7 @@ def build_pairs(kind: str, negatives: Sequence[Negative], episodes: Mapping[str,
                 provenance["segment_source"] = f"fixed [{rejected_len},{chosen_len}]"
             else:
                 seg = segment.get(neg.key)
-                if seg is None or seg["status"] != "ok":
+                if seg is None or seg["status"] != Status.ok:
                     counts["no_segment" if seg is None else f"segment_{seg.get('reason', seg['status'])}"] += 1
                     continue
                 chosen_len = rejected_len = segment_length_from_end(positive, seat, error_turn, int(seg["end_index"]))
