@@ -4,8 +4,8 @@ import os as _os
 # Importing litellm otherwise fetches its model cost map from the network.
 _os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from .formatter import ConversationFormat, ConversationTokenizer, agent_messages, parse_action
 from .build import build_policy
+from .formatter import ConversationFormat, ConversationTokenizer, agent_messages, parse_action
 from .policy import Policy, TurnRequest, TurnResult
 
 _LAZY = {  # heavy imports (torch, litellm) only when used

@@ -99,8 +99,8 @@ def trl_rows(pairs_path: Path, tokenizer) -> list[dict]:
     agent's view of the history, rendered by our formatter with the generation prompt; a reply is
     that side's one turn (TRL appends the EOS, ``<|im_end|>``, itself)."""
     from agents.formatter import ConversationTokenizer, agent_messages
-    from sotopia_env.render import action_json
     from sdpo.pairs_schema import read_pairs
+    from sotopia_env.render import action_json
 
     conv = ConversationTokenizer(tokenizer)
     rows = []

@@ -49,8 +49,8 @@ def _tasks():
         pass
     from sotopia_env.profiles import Profile, Relationship, Scenario, Task
 
-    people = [Profile(pk=f"p{i}", first_name=f, last_name=l, age=30 + i, occupation=o)
-              for i, (f, l, o) in enumerate([("Ava", "Reed", "chef"), ("Ben", "Okafor", "teacher"),
+    people = [Profile(pk=f"p{i}", first_name=f, last_name=last, age=30 + i, occupation=o)
+              for i, (f, last, o) in enumerate([("Ava", "Reed", "chef"), ("Ben", "Okafor", "teacher"),
                                              ("Cleo", "Marsh", "nurse"), ("Dan", "Price", "lawyer")])]
     scenarios = [Scenario(pk="s0", codename="bike", scenario="Two neighbours discuss selling a used bike.",
                           agent_goals=["Sell the bike for at least $200.", "Buy the bike for under $150."],

@@ -36,8 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from sotopia_env.episode import EpisodeRecord
-from sotopia_env.redaction import redact
 from sotopia_env.evaluation import DIMENSIONS
+from sotopia_env.redaction import redact
 
 OVERALL = "overall"
 COLUMNS: tuple[str, ...] = DIMENSIONS + (OVERALL,)

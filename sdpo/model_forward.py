@@ -30,8 +30,8 @@ log-probs are summed per turn with ``index_put_`` (no Python loop over turns or 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -68,7 +68,7 @@ class PackedBatch:
     n_turns: torch.Tensor
     n_tokens: int
 
-    def to(self, device) -> "PackedBatch":
+    def to(self, device) -> PackedBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return PackedBatch(**moved)
 

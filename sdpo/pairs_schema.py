@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from agents.formatter import ConversationFormat
-from sotopia_env.render import PROMPT_STYLES
 from sotopia_env.episode import Turn, append_jsonl, read_jsonl
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import Task
+from sotopia_env.render import PROMPT_STYLES
 
 PAIR_KINDS: tuple[str, ...] = ("sdpo", "dpo", "eto", "dmpo", "sft", "preferred_sft")
 SFT_KINDS: tuple[str, ...] = ("sft", "preferred_sft")
@@ -95,7 +95,7 @@ class PairRecord:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> "PairRecord":
+    def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> PairRecord:
         """Parse and validate one record; a DataError names the file, the line and the field."""
         where = {"path": path, "line": line}
         if not isinstance(d, dict):

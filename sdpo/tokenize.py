@@ -20,8 +20,8 @@ that does not fit with the whole history dropped is skipped and counted.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from agents.formatter import ConversationTokenizer, agent_messages_with_turns
 from sotopia_env.episode import Turn

@@ -13,9 +13,10 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import DataError
 from .evaluation import EpisodeEvaluation
@@ -54,7 +55,7 @@ class Turn:
                 "fallback": self.fallback}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Turn":
+    def from_dict(cls, d: dict) -> Turn:
         argument = d.get("argument", "")
         if not isinstance(argument, str):  # never "None", "nan" or "{...}" trained on as if said
             raise DataError(f"a turn's argument must be a string, got {type(argument).__name__} {argument!r:.40}",
@@ -123,7 +124,7 @@ class EpisodeRecord:
                 "tags": dict(self.tags), "created": self.created}
 
     @classmethod
-    def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> "EpisodeRecord":
+    def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> EpisodeRecord:
         where = {"path": path, "line": line}
         for name in ("episode_id", "task", "turns"):
             if name not in d:
@@ -155,7 +156,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         lines = f.readlines()
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():

@@ -61,7 +61,7 @@ class AgentEvaluation:
         return {"scores": dict(self.scores), "reasoning": dict(self.reasoning), "overall": self.overall}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AgentEvaluation":
+    def from_dict(cls, d: dict) -> AgentEvaluation:
         return cls(scores={k: float(v) for k, v in d["scores"].items()}, reasoning=dict(d.get("reasoning", {})))
 
 
@@ -81,7 +81,7 @@ class EpisodeEvaluation:
             raise DataError("an evaluated episode needs exactly 2 agent evaluations")
 
     @classmethod
-    def failed(cls, judge: str, error: str) -> "EpisodeEvaluation":
+    def failed(cls, judge: str, error: str) -> EpisodeEvaluation:
         return cls(agents=None, judge=judge, evaluated=False, error=redact(error))  # an API may echo the key
 
     def to_dict(self) -> dict:
@@ -89,7 +89,7 @@ class EpisodeEvaluation:
                 "agents": [a.to_dict() for a in self.agents] if self.agents else None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EpisodeEvaluation":
+    def from_dict(cls, d: dict) -> EpisodeEvaluation:
         agents = [AgentEvaluation.from_dict(a) for a in d["agents"]] if d.get("agents") else None
         return cls(agents=agents, judge=d.get("judge", ""), evaluated=bool(d.get("evaluated", agents is not None)),
                    error=d.get("error"), comment=d.get("comment", ""))

@@ -88,7 +88,7 @@ def conversation(task: Task, turns: Sequence[Turn], *, skip_none: bool = False) 
 # Native style: profiles, goals, backgrounds
 # ---------------------------------------------------------------------------------------------
 
-_GOAL_TAG = re.compile(r"</?(?:%s)\s*>" % "|".join(GOAL_TAGS))
+_GOAL_TAG = re.compile(r"</?(?:{})\s*>".format("|".join(GOAL_TAGS)))
 
 # The profile fields SOTOPIA puts in a background, and how each reads in ours.
 _PROFILE_TEXT: tuple[tuple[str, str], ...] = (

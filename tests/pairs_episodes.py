@@ -4,7 +4,6 @@ from __future__ import annotations
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.evaluation import DIMENSIONS, AgentEvaluation, EpisodeEvaluation
 from sotopia_env.profiles import Task
-
 from tests.factories import make_task
 
 NAMES = ("Ana Reyes", "Ben Okafor")

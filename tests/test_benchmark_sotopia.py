@@ -180,9 +180,8 @@ def test_self_chat_and_hard_seats(tmp_path, api_key):
 
 def test_config_validation_and_hydra_compose(tmp_path):
     from hydra import compose, initialize
-    from omegaconf import OmegaConf
-
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     with pytest.raises(ConfigError, match="allowed: test, hard, files"):
         SotopiaBenchConfig(tasks="train")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdpo.fit import DEMO_PAIRS, FitConfig, LossName, fit, lr_lambda, Schedule
+from sdpo.fit import DEMO_PAIRS, FitConfig, LossName, Schedule, fit, lr_lambda
 from sdpo.pairs_schema import read_pairs, write_pair
 from sotopia_env.errors import ConfigError, DataError
 from tests.pair_fixtures import make_pair

@@ -13,10 +13,10 @@ from agents.formatter import (
     fit_messages,
     parse_action,
 )
-from sotopia_env.render import action_json as render_action
 from sotopia_env.episode import Turn
 from sotopia_env.errors import DataError
 from sotopia_env.profiles import Relationship
+from sotopia_env.render import action_json as render_action
 from tests.factories import RENT, make_task, make_turns
 
 
@@ -59,7 +59,9 @@ def test_parse_action_json_and_fallbacks():
 def test_fit_messages_drops_oldest_whole_turns():
     task = make_task(**RENT)
     turns = make_turns(task, 6)
-    count = lambda msgs: sum(len(m["content"]) for m in msgs)
+    def count(msgs):
+        return sum(len(m["content"]) for m in msgs)
+
     full = count(agent_messages(task, 0, turns))
     messages, omitted = fit_messages(task, 0, turns, count, full)
     assert omitted == 0 and messages == agent_messages(task, 0, turns)

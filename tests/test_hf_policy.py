@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from agents import build_policy
 from agents.formatter import ConversationTokenizer, agent_messages
 from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, in_place_cache, sample_next
-from agents import build_policy
 from agents.policy import TurnRequest
 from sotopia_env.errors import ConfigError
 from tests.factories import RENT, make_task, make_turns

@@ -248,7 +248,9 @@ SCORES_2 = {
 
 def sotopia_episode(**overrides):
     env_msgs = [["Environment", name, f"Here is the context ... {name}"] for name in BACKGROUNDS]
-    turn = lambda a, b: [["Nora Quinn", "Environment", a], ["Omar Reyes", "Environment", b]]
+    def turn(a, b):
+        return [["Nora Quinn", "Environment", a], ["Omar Reyes", "Environment", b]]
+
     episode = {
         "episode_id": "01H7VFHNV13MHN97GAH73E3KM8",
         "environment_id": "env1",

@@ -1,8 +1,8 @@
 """Negatives: the paper's rule, the authors' rule, the per-scenario cap, seats and unjudged sessions."""
 from sdpo.pairs.config import NegativeRule, NegativesConfig
 from sdpo.pairs.negatives import Negative, is_negative, select_negatives
-
 from tests.factories import make_task
+
 from .pairs_episodes import episode
 
 TEXTS = ["hi", "hello", "price?", "90"]

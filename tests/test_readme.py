@@ -76,7 +76,7 @@ PRELUDE = """set -euo pipefail
 _size() {
     extra=()
     case "$1" in
-%s
+@CASES@
     esac
 }
 python() {
@@ -101,7 +101,7 @@ python3() {
 pip() {
     if [ "${1:-}" = install ]; then shift; command pip install --dry-run --quiet "$@"; else command pip "$@"; fi
 }
-""" % "\n".join(_case(m) for m in SIZE)
+""".replace("@CASES@", "\n".join(_case(m) for m in SIZE))
 
 
 def sotopia_venv() -> Path | None:

@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from agents.local_server import ScriptedOpenAIServer
 from sotopia_env.redaction import MASK, install_log_redaction, is_secret_name, redact, register_secret
 from tests.test_benchmark_sotopia import Responder, write_task_files

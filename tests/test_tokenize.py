@@ -2,8 +2,8 @@
 import pytest
 
 from agents.formatter import ConversationTokenizer, agent_messages
-from sotopia_env.render import action_json as render_action
 from sdpo.tokenize import NO_TURN, tokenize_pair, tokenize_pairs
+from sotopia_env.render import action_json as render_action
 from tests.pair_fixtures import make_pair, turn
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sotopia_env.render import action_json, background
 from sotopia_env.episode import EpisodeRecord, Turn
 from sotopia_env.errors import APIError, FatalAPIError
 from sotopia_env.profiles import Task
+from sotopia_env.render import action_json, background
 
 from .stages import StageEntry, Status
 
