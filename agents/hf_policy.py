@@ -12,7 +12,6 @@ small model's step costs the launching of its kernels, not their arithmetic.
 """
 from __future__ import annotations
 
-import functools
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from sotopia_env.errors import ConfigError
 
 from .formatter import ConversationFormat, ConversationTokenizer, fit_messages, parse_action
+from .hf_compat import cache_keyword, cache_layers, in_place_cache
 from .policy import Policy, TurnRequest, TurnResult
 
 
@@ -75,81 +75,6 @@ def sample_next(logits, temperatures, top_ps, generator=None, *, all_greedy: boo
     return torch.where(temperatures <= 0, greedy, sampled)
 
 
-def cache_keyword(model) -> str:
-    """``cache`` in recent transformers (``past_key_values`` is deprecated there), else the old name."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-@functools.cache
-def _in_place_layer():
-    """A transformers ``DynamicLayer`` that writes new keys and values into a buffer allocated
-    once for the whole generation, so a decode step appends in place: the stock layer's
-    ``torch.cat`` copies the whole cache every step (half of a batch-8 decode step on CPU).
-    Defined on first use, so importing this module does not import transformers."""
-    from transformers.cache_utils import DynamicLayer
-
-    class InPlaceLayer(DynamicLayer):
-        def __init__(self, capacity: int, **kwargs):
-            super().__init__(**kwargs)
-            self.capacity, self.length = capacity, 0
-            self.key_buffer = self.value_buffer = None
-            self.write_at = None  # static mode (see ``StaticDecode``): a device index tensor
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if self.write_at is not None:  # static: write at a device-held column, return the whole buffer
-                self.key_buffer.index_copy_(2, self.write_at, key_states)
-                self.value_buffer.index_copy_(2, self.write_at, value_states)
-                return self.key_buffer, self.value_buffer
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if self.key_buffer is None or end > self.key_buffer.shape[-2]:  # (re)allocate, keep what is there
-                size = max(end, self.capacity)
-                shape = (*key_states.shape[:-2], size, key_states.shape[-1])
-                keys = key_states.new_empty(shape)
-                values = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
-                if self.length:
-                    keys[..., :self.length, :] = self.keys
-                    values[..., :self.length, :] = self.values
-                self.key_buffer, self.value_buffer = keys, values
-            self.key_buffer[..., self.length:end, :] = key_states
-            self.value_buffer[..., self.length:end, :] = value_states
-            self.length = end
-            self.keys = self.key_buffer[..., :end, :]
-            self.values = self.value_buffer[..., :end, :]
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices) -> None:
-            if self.length:
-                self.key_buffer = self.key_buffer[indices]
-                self.value_buffer = self.value_buffer[indices]
-                self.keys = self.key_buffer[..., :self.length, :]
-                self.values = self.value_buffer[..., :self.length, :]
-
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            self.length = self.get_seq_length()
-
-        def reset(self) -> None:
-            super().reset()
-            self.length, self.key_buffer, self.value_buffer = 0, None, None
-
-    return InPlaceLayer
-
-
-def in_place_cache(capacity: int):
-    """A ``DynamicCache`` whose layers hold ``capacity`` tokens without copying (grown if exceeded)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import Cache
-
-    cache = DynamicCache()
-    Cache.__init__(cache, layer_class_to_replicate=functools.partial(_in_place_layer(), capacity))
-    return cache
-
-
 def attention_kernels(device):
     """On CUDA, scaled-dot-product attention without the cuDNN backend (flash, memory-efficient or
     math instead): cuDNN plans each new shape on the CPU, and decode shapes change every step, so
@@ -186,14 +111,14 @@ class StaticDecode:
 
         self.model, self.cache = model, cache
         self.length = attention.shape[1]  # columns written so far
-        capacity = cache.layers[0].key_buffer.shape[-2]
+        capacity = cache_layers(cache)[0].key_buffer.shape[-2]
         rows, device = attention.shape[0], attention.device
         self.mask = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, :self.length] = attention.bool()
         self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.positions = next_position.unsqueeze(-1).clone()
         self.write_at = torch.tensor([self.length], device=device)
-        for layer in cache.layers:
+        for layer in cache_layers(cache):
             layer.write_at = self.write_at
             # masked columns still enter the attention product: unwritten memory must not hold NaNs
             layer.key_buffer[..., self.length:, :].zero_()
@@ -239,7 +164,7 @@ class StaticDecode:
         return self.mask[row, 0, 0, :self.length]
 
     def release(self):
-        for layer in self.cache.layers:
+        for layer in cache_layers(self.cache):
             layer.write_at = None
         self.graph = self.logits = None
 
@@ -285,7 +210,7 @@ def _prefill_alone(model, prompt: Sequence[int], prefix, device):
     model(input_ids=torch.tensor([list(prompt[n:-1])], device=device),
           position_ids=torch.arange(n, len(prompt) - 1, device=device)[None], use_cache=True, logits_to_keep=1,
           **{cache_keyword(model): cache})
-    return [(layer.keys[0], layer.values[0]) for layer in cache.layers], len(prompt) - 1
+    return [(layer.keys[0], layer.values[0]) for layer in cache_layers(cache)], len(prompt) - 1
 
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
@@ -384,12 +309,12 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             if static is None:
                 valid = attention[b].bool()
                 kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone())
-                      for layer in cache.layers]
+                      for layer in cache_layers(cache)]
             else:
                 c = b if static_rows is None else int(static_rows[b])
                 valid, n = static.valid_columns(c), static.length
                 kv = [(layer.key_buffer[c, :, :n][:, valid].clone(),
-                       layer.value_buffer[c, :, :n][:, valid].clone()) for layer in cache.layers]
+                       layer.value_buffer[c, :, :n][:, valid].clone()) for layer in cache_layers(cache)]
             caches[r] = (list(prompts[r]) + out[r][:-1], kv)
 
     # One read-back from the device a step (the sampled tokens); stop checks and row bookkeeping

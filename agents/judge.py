@@ -28,6 +28,8 @@ from sotopia_env.episode import EpisodeRecord
 from sotopia_env.errors import APIError, DataError, FatalAPIError
 from sotopia_env.evaluation import DIMENSION_RANGES, DIMENSIONS, AgentEvaluation, EpisodeEvaluation
 
+from .hf_compat import takes_boolean_mask
+
 # What each dimension asks in the native style: SOTOPIA's evaluator content in our words
 # (prompt_style="sotopia" sends SOTOPIA's own rubric instead).
 DIMENSION_QUESTIONS: dict[str, str] = {
@@ -292,7 +294,7 @@ def branch_logprobs(model, prefix: Sequence[int], questions: Sequence[Sequence[i
             row.append([(len(wanted) + t, c[t]) for t in range(len(c))])
             wanted += [first] + [c0 + t - 1 for t in range(1, len(c))]
         reads.append(row)
-    if getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "flash_attention_2", "flex_attention"):
+    if takes_boolean_mask(model):
         mask = allow  # boolean, True = may attend
     else:
         mask = torch.zeros(allow.shape, dtype=model.dtype).masked_fill(~allow, torch.finfo(model.dtype).min)

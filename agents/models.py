@@ -252,6 +252,9 @@ def load_model(model_id: str, *, dtype=None, device=None, option: str = "model")
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .hf_compat import check
+
+    check()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is None:

@@ -1,7 +1,7 @@
 """Several SOTOPIA runs side by side, in the layout of the SDPO paper's Table 1.
 
     python -m benchmarks.compare runs/sotopia/a runs/sotopia/b ... [--dims goal relationship]
-                                 [--ci] [--out table.md] [--plot-dir DIR]
+                                 [--ci] [--out table.md] [--plot-dir DIR] [--paper]
 
 Each argument is a run folder written by ``python -m benchmarks.sotopia`` (or its
 ``results.json``). Rows are agents (the run's ``name``, else its agent model); column groups
@@ -13,6 +13,11 @@ relationship, the paper's two). Runs of the same agent against different partner
 the same row. The best mean of each column (of two or more) is in bold. With ``--plot-dir`` the runs' scores
 per dimension and their average output length per turn (the paper's Figure 3) are also
 drawn side by side, one bar / line per run.
+
+With ``--paper`` the SDPO paper's published numbers (Table 1, all tasks; Table 9, the hard subset;
+``benchmarks/data/paper_table1.json`` names the source) follow in a block of their own, every
+column marked ``published``: they come from other models, prompts and judge calls, so they never
+share a row, a column or a bold mark with our runs.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from sotopia_env.evaluation import DIMENSIONS
 from .results import COLUMNS, OVERALL, SHORT_NAMES, SUBSETS, MeanCI, summaries_from_document
 
 RESULTS_FILE = "results.json"
+PAPER_TABLE = Path(__file__).parent / "data" / "paper_table1.json"
 
 
 @dataclass
@@ -172,22 +178,52 @@ def compare_table(runs: Sequence[RunResult], *, dims: Sequence[str] = ("goal", "
     return "\n".join(lines)
 
 
+def paper_table(*, dims: Sequence[str] = ("goal", "relationship"), subsets: Sequence[str] = SUBSETS,
+                digits: int = 2, path: str | Path = PAPER_TABLE) -> str:
+    """The published block: a line citing the source and setting, then one row per published agent,
+    one column per (setting, subset, dimension) the paper reports among ``dims``, each header
+    starting ``published ·``. No bold: the contest is the paper's own."""
+    for d in dims:
+        if d not in COLUMNS:
+            raise ConfigError(f"unknown dimension {d!r}; allowed: {', '.join(COLUMNS)}")
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    tables = "; ".join(doc["tables"][sub] for sub in subsets)
+    lines = [f"Published (not our runs): {doc['source']}: {tables}. {doc['setting']}."]
+    shown = [d for d in dims if d in doc["dims"]]
+    if not shown:
+        return "\n".join(lines + ["", f"(the paper publishes {' and '.join(doc['dims'])} only)"])
+    columns = [(st, sub, d) for st in doc["settings"] for sub in subsets for d in shown]
+    header = ["published agent"] + [f"published · {st} · {sub} · {SHORT_NAMES.get(d, d)}" for st, sub, d in columns]
+    lines += ["", "| " + " | ".join(header) + " |", "|---|" + "|".join(["---:"] * len(columns)) + "|"]
+    for row in doc["rows"]:
+        cells = [row["agent"]] + [f"{row[sub][st][doc['dims'].index(d)]:.{digits}f}" for st, sub, d in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders of benchmarks.sotopia (or their results.json)")
+    parser.add_argument("runs", nargs="*", help="run folders of benchmarks.sotopia (or their results.json)")
     parser.add_argument("--dims", nargs="+", default=["goal", "relationship"],
                         help=f"columns to show; allowed: {', '.join(DIMENSIONS + (OVERALL,))}")
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=list(SUBSETS))
     parser.add_argument("--ci", action="store_true", help="append the 95 %% CI half-width to each mean")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     parser.add_argument("--plot-dir", help="also draw compare_scores.png and compare_output_length.png here")
+    parser.add_argument("--paper", action="store_true", help="also show the SDPO paper's published Table 1 / "
+                                                             "Table 9 numbers, in a block of their own")
     args = parser.parse_args(argv)
+    if not args.runs and not args.paper:
+        raise ConfigError("give run folders of benchmarks.sotopia, --paper, or both")
     runs = [load_run(p) for p in args.runs]
-    table = compare_table(runs, dims=args.dims, subsets=args.subsets, ci=args.ci)
+    blocks = [compare_table(runs, dims=args.dims, subsets=args.subsets, ci=args.ci)] if runs else []
+    if args.paper:
+        blocks.append(paper_table(dims=args.dims, subsets=args.subsets))
+    table = "\n\n".join(blocks)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")
-    if args.plot_dir:
+    if args.plot_dir and runs:
         for path in compare_plots(runs, args.plot_dir):
             print(f"plot: {path}")
     return table

@@ -23,11 +23,13 @@ Options (hydra structured config, ``SotopiaBenchConfig``; ``--help`` lists them)
   model as above (the agent plays each seat once: two episodes a task, the paper's 900).
 * ``judge``: ``local`` (the offline LocalJudge on the embedded model) or a LiteLLM model
   (``gpt-4o``, the paper's judge).
-* ``tasks``: ``test`` (the built-in test set), ``hard`` (its hard subset) or ``files``
-  (official SOTOPIA JSON/JSONL through ``sotopia_env.loader``: ``scenarios``, ``profiles``,
-  ``combos``, optionally ``relationships`` to check each combo's pair against SOTOPIA's
-  relationship profiles; what loading read and cleaned is printed in one paragraph);
-  ``limit``: only the first N tasks (``null``: all).
+* ``tasks``: ``test`` (the built-in test set), ``hard`` (its hard subset), another built-in
+  split (``bc``, ``align``, ``all``) or ``files`` (official SOTOPIA JSON/JSONL through
+  ``sotopia_env.loader``: ``scenarios``, ``profiles``, ``combos``, optionally ``relationships``
+  to check each combo's pair against SOTOPIA's relationship profiles; what loading read and
+  cleaned is printed in one paragraph); ``task_ids`` / ``task_tags``: only these combos or
+  scenarios, or scenarios with these tags; ``limit``: only the first N tasks (``null``: all).
+  The same options, under ``collect.``, choose the tasks of ``python -m sdpo.pairs``.
 
 * ``prompt_style``: ``native`` (default) or ``sotopia`` (SOTOPIA 0.1.5's own agent and
   evaluator prompts, byte for byte; ``pip install -e ".[sotopia]"``). The style is printed
@@ -60,9 +62,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agents.models import is_local_model
+from agents.rules_judge import RulesJudge, is_rules_judge, rule_of
 from sotopia_env.episode import EpisodeStore
-from sotopia_env.errors import ConfigError, to_enum
+from sotopia_env.errors import ConfigError
+from sotopia_env.loader import LoadReport
 from sotopia_env.redaction import redact
+from sotopia_env.task_source import TaskSet, TaskSource
 
 from . import plots, results
 
@@ -84,17 +89,10 @@ class PromptStyle(str, Enum):
     sotopia = "sotopia"
 
 
-class TaskSet(str, Enum):
-    """Which tasks to play."""
-
-    test = "test"
-    hard = "hard"
-    files = "files"
-
-
 @dataclass
-class SotopiaBenchConfig:
-    """``python -m benchmarks.sotopia`` settings."""
+class SotopiaBenchConfig(TaskSource):
+    """``python -m benchmarks.sotopia`` settings; the task options (``tasks``, ``scenarios``,
+    ``task_ids`` ...) are ``sotopia_env.task_source.TaskSource``'s, shared with ``sdpo.pairs``."""
 
     agent: str = "embedded"
     """Tested model: embedded, hf:<id>, a local folder/checkpoint, or a LiteLLM model string."""
@@ -105,25 +103,11 @@ class SotopiaBenchConfig:
     partner_api_base: Optional[str] = None
     """OpenAI-compatible endpoint of a LiteLLM partner model."""
     judge: str = "local"
-    """``local`` (offline LocalJudge on the embedded model) or a LiteLLM model string (gpt-4o)."""
+    """``local`` (offline LocalJudge on the embedded model), ``rules`` / ``rules:<rule>`` (the
+    programmatic judge of agents.rules_judge, for tasks whose goal is its rule) or a LiteLLM model
+    string (gpt-4o)."""
     judge_api_base: Optional[str] = None
     """OpenAI-compatible endpoint of a LiteLLM judge model."""
-    tasks: TaskSet = TaskSet.test
-    """test | hard (built-in) | files (SOTOPIA files, see scenarios/profiles/combos)."""
-    scenarios: Optional[str] = None
-    """tasks=files: SOTOPIA environment profiles (JSON or JSONL)."""
-    profiles: Optional[str] = None
-    """tasks=files: SOTOPIA agent profiles."""
-    combos: Optional[str] = None
-    """tasks=files: SOTOPIA env-agent combos (the tasks)."""
-    relationships: Optional[str] = None
-    """tasks=files, optional: SOTOPIA relationship profiles; combos whose pair has none of the
-    scenario's relationship are counted in the printed load summary."""
-    environment_list: Optional[str] = None
-    """tasks=files, optional: a SOTOPIA environment-list file (e.g. the hard subset, with the
-    tested seat per scenario); only its scenarios' tasks are played."""
-    environment_list_name: Optional[str] = None
-    """Which list of that file (its ``name``); null: the file must hold exactly one."""
     limit: Optional[int] = 3
     """Play only the first N tasks (null: all). The default keeps the first run short."""
     temperature: float = 0.7
@@ -154,12 +138,16 @@ class SotopiaBenchConfig:
     """Local models' device (null: CUDA when present, else CPU)."""
     progress: bool = True
     """Show a progress bar with an ETA."""
+    dry_run: bool = False
+    """Load and call no model: print the episodes, model calls (agent, partner, judge), tokens and
+    price (LiteLLM's cost map) this run would make, as a table and in ``<output_dir>/dry_run.json``.
+    Episodes already stored are not counted (a resumed run repeats no call). Needs no API key."""
 
     def __post_init__(self):
         from sotopia_env.render import check_prompt_style
 
         self.prompt_style = PromptStyle(check_prompt_style(self.prompt_style))
-        self.tasks = to_enum(TaskSet, self.tasks, "tasks")
+        self.check_task_source()
         for name in ("agent", "partner", "judge"):
             if not str(getattr(self, name)).strip():
                 raise ConfigError(f"{name} must not be empty")
@@ -175,11 +163,6 @@ class SotopiaBenchConfig:
             raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.tasks is TaskSet.files:
-            missing = [n for n in ("scenarios", "profiles", "combos") if not getattr(self, n)]
-            if missing:
-                raise ConfigError(f"tasks=files needs {', '.join(m + '=<path>' for m in missing)} "
-                                  "(SOTOPIA environment profiles, agent profiles and env-agent combos)")
         if self.output_dir is None:
             # the prompt style joins the name when it is not the default, so that a sotopia-style run
             # never lands in (and is refused by) the native run's folder
@@ -214,27 +197,10 @@ def reply_budget(cfg: SotopiaBenchConfig, model: str) -> int:
 
 def load_task_set(cfg: SotopiaBenchConfig) -> list:
     """The tasks of the run, in file order, cut to ``limit``."""
+    load_report = LoadReport()
+    tasks = cfg.load_tasks(report=load_report)
     if cfg.tasks is TaskSet.files:
-        from sotopia_env import loader
-
-        load_report = loader.LoadReport()
-        tasks = loader.load_tasks(cfg.scenarios, cfg.profiles, cfg.combos, cfg.relationships,
-                                  report=load_report)
         print(f"data: {load_report.summary()}", file=sys.stderr)
-        if cfg.environment_list:
-            lists = loader.load_environment_lists(cfg.environment_list)
-            names = [lst.name for lst in lists]
-            chosen = [lst for lst in lists if cfg.environment_list_name in (None, lst.name)]
-            if len(chosen) != 1:
-                raise ConfigError(f"environment_list_name={cfg.environment_list_name!r} must name one list of "
-                                  f"{cfg.environment_list}; allowed: {', '.join(names)}")
-            tasks = loader.select_environment_list(tasks, chosen[0])
-    else:
-        from sotopia_env import builtin_tasks
-
-        tasks = builtin_tasks(cfg.tasks.value)
-    if not tasks:
-        raise ConfigError(f"tasks={cfg.tasks.value} holds no task")
     return tasks[: cfg.limit] if cfg.limit is not None else tasks
 
 
@@ -272,13 +238,15 @@ def check_models(cfg: SotopiaBenchConfig) -> None:
     from agents.llm_client import check_model
     from agents.models import check_model_source
 
-    if cfg.judge != "local" and is_local_model(cfg.judge):
+    if is_rules_judge(cfg.judge):
+        rule_of(cfg.judge)
+    elif cfg.judge != "local" and is_local_model(cfg.judge):
         raise ConfigError(f"judge={cfg.judge}: a local judge is judge=local (the embedded model); otherwise give "
                           "a LiteLLM model string such as gpt-4o")
     roles = [("agent", cfg.agent, cfg.agent_api_base)]
     if not cfg.self_chat:
         roles.append(("partner", cfg.partner, cfg.partner_api_base))
-    if cfg.judge != "local":
+    if cfg.judge != "local" and not is_rules_judge(cfg.judge):
         roles.append(("judge", cfg.judge, cfg.judge_api_base))
     for role, model, api_base in roles:
         if is_local_model(model):
@@ -312,6 +280,8 @@ def build_models(cfg: SotopiaBenchConfig):
 def build_judge(cfg: SotopiaBenchConfig, policies=()):
     from agents.models import is_embedded
 
+    if is_rules_judge(cfg.judge):
+        return RulesJudge(cfg.judge)
     if cfg.judge == "local":
         from agents.judge import LocalJudge
 
@@ -339,8 +309,9 @@ class BenchmarkOutcome:
     wall_seconds: float = 0.0
 
 
-def check_resume(cfg: SotopiaBenchConfig, out: Path) -> None:
-    """Refuse to mix episodes of different settings in one store; write ``run.json`` otherwise."""
+def check_resume(cfg: SotopiaBenchConfig, out: Path, *, write: bool = True) -> None:
+    """Refuse to mix episodes of different settings in one store; write ``run.json`` otherwise
+    (unless ``write`` is False: a dry run leaves nothing that would refuse a later run)."""
     run_file = out / "run.json"
     current = cfg.to_dict()
     if run_file.exists():
@@ -353,6 +324,8 @@ def check_resume(cfg: SotopiaBenchConfig, out: Path) -> None:
         if changed:
             raise ConfigError(f"{out} holds episodes of a run with other settings ({'; '.join(changed)}); "
                               "choose another output_dir= or restore those settings to resume")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(redact(json.dumps(current, indent=2)) + "\n", encoding="utf-8")
 
@@ -410,6 +383,53 @@ def run_benchmark(cfg: SotopiaBenchConfig, *, models=None) -> BenchmarkOutcome:
                             wall_seconds=time.perf_counter() - start)
 
 
+def dry_run(cfg: SotopiaBenchConfig):
+    """The episodes, model calls, tokens and price of ``run_benchmark(cfg)``, without loading or calling
+    a model (``agents.estimate``): every episode of the plan not yet stored and evaluated is played
+    and judged; a stored episode whose judge failed is only judged again, as in a real run. A store
+    of other settings is refused as a real run would refuse it; nothing is written."""
+    from agents.estimate import CallPlan, Judge, Seat
+
+    plan_items = job_plan(cfg, load_task_set(cfg))
+    out = Path(cfg.output_dir)
+    check_resume(cfg, out, write=False)
+    store = EpisodeStore(out / "episodes.jsonl")
+    done = store.done_keys()
+    keys = {key for _, _, key in plan_items}
+    unevaluated = {r.tags.get("run_key"): r for r in store if r.tags.get("run_key") in keys - done}
+    if cfg.judge == "local":
+        judge = Judge("embedded")
+    elif is_rules_judge(cfg.judge):
+        judge = Judge(cfg.judge, max_tokens=0)   # no model: no tokens, no cost
+    else:
+        llm_judge = build_judge(cfg)
+        judge = Judge(cfg.judge, max_tokens=llm_judge.max_tokens, max_reasks=llm_judge.max_reasks)
+    agent = Seat("agent", cfg.agent, reply_budget(cfg, cfg.agent))
+    partner = agent if cfg.self_chat else Seat("partner", cfg.partner, reply_budget(cfg, cfg.partner))
+    plan = CallPlan()
+    for task, seats, key in plan_items:
+        if key in done:
+            plan.count_episodes("sotopia", stored=1)
+        elif key in unevaluated:
+            plan.count_episodes("sotopia", to_rejudge=1)
+            plan.add_judging("sotopia", unevaluated[key], judge, prompt_style=cfg.prompt_style.value)
+        else:
+            pair = (agent, agent) if cfg.self_chat else ((agent, partner) if seats == [0] else (partner, agent))
+            plan.add_episode("sotopia", task, pair, judge, max_turns=cfg.max_turns,
+                             prompt_style=cfg.prompt_style.value)
+    plan.notes.append(f"SOTOPIA: {len(plan_items)} episode(s) over {len({t.pk for t, _, _ in plan_items})} task(s), "
+                      f"max_turns={cfg.max_turns}, output_dir={out}.")
+    return plan
+
+
+def dry_run_report(cfg: SotopiaBenchConfig) -> str:
+    """``dry_run=true``: the plan's table, also written to ``<output_dir>/dry_run.json`` (which
+    refuses no later run: only ``run.json`` does)."""
+    plan = dry_run(cfg)
+    path = plan.write_json(Path(cfg.output_dir) / "dry_run.json")
+    return f"{plan.table()}\ndry run written to {path}"
+
+
 def report(outcome: BenchmarkOutcome) -> str:
     """The text printed at the end of a run: table, counts, usage, file paths."""
     doc = outcome.doc
@@ -441,7 +461,10 @@ def main() -> None:
     from sotopia_env import cli
 
     # Our outputs go to output_dir; keep hydra from creating outputs/<date>/ folders and log files.
-    cli.run("benchmarks.sotopia", SotopiaBenchConfig, lambda cfg: print(report(run_benchmark(cfg))),
+    def task(cfg: SotopiaBenchConfig) -> None:
+        print(dry_run_report(cfg) if cfg.dry_run else report(run_benchmark(cfg)))
+
+    cli.run("benchmarks.sotopia", SotopiaBenchConfig, task,
             summary=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2], config_name="sotopia_bench",
             hydra_defaults=["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none",
                             "hydra/hydra_logging=none"])

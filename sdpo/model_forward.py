@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.hf_policy import cache_keyword
+from agents.hf_compat import cache_keyword, new_cache, prefix_cache
 
 from .tokenize import NO_TURN, TokenizedPair
 
@@ -191,20 +191,6 @@ def _decoder_and_head(model):
     return None
 
 
-def _prefix_cache(cache, length: int, rows=None):
-    """A new DynamicCache holding the first ``length`` positions of ``cache`` (of batch rows ``rows``,
-    all when None). Views or gathers: gradients flow back into the call that made them."""
-    from transformers import DynamicCache
-
-    prefix = DynamicCache()
-    for layer_idx, layer in enumerate(cache.layers):
-        keys, values = layer.keys[:, :, :length], layer.values[:, :, :length]
-        if rows is not None:
-            keys, values = keys[rows], values[rows]
-        prefix.update(keys, values, layer_idx)
-    return prefix
-
-
 def _padded_rows(source: torch.Tensor, spans: Sequence[tuple[int, int, int]], width: int) -> torch.Tensor:
     """Stack ``source[row, start:stop]`` for each ``(row, start, stop)``, right-padded with zeros to ``width``."""
     out = source.new_zeros((len(spans), width) + tuple(source.shape[2:]))
@@ -245,8 +231,6 @@ def _shared_prefix_outputs(model, batch: PackedBatch, split) -> torch.Tensor:
     For the plain decoder + LM head models (Llama, Mistral, Qwen) the embedding runs once over
     the whole batch and the caller applies the LM head once to the kept states of every call, so
     their backward (each a dense vocabulary-sized gradient) also runs once a step, not once a call."""
-    from transformers import DynamicCache
-
     if split is not None:
         decoder, _ = split
         embeds = decoder.get_input_embeddings()(batch.input_ids)
@@ -291,7 +275,7 @@ def _shared_prefix_outputs(model, batch: PackedBatch, split) -> torch.Tensor:
         groups = [[i] for i in range(len(first))]
     pieces: dict[int, list] = {}
     for rows in groups:
-        cache = DynamicCache()
+        cache = new_cache()
         outs = call([first[i] for i in rows], cache)
         for i, out in zip(rows, outs):
             pieces[i] = [out]
@@ -302,7 +286,7 @@ def _shared_prefix_outputs(model, batch: PackedBatch, split) -> torch.Tensor:
             head_len = max(prefix_lens[rows[j]] for j in with_second)
             mask = _second_call_mask([prefix_lens[rows[j]] for j in with_second], head_len, width,
                                      _model_dtype(model), batch.input_ids.device)
-            outs = call(spans, _prefix_cache(cache, head_len, None if len(with_second) == len(rows)
+            outs = call(spans, prefix_cache(cache, head_len, None if len(with_second) == len(rows)
                                                             else torch.tensor(with_second)), mask)
             for j, out in zip(with_second, outs):
                 pieces[rows[j]].append(out)

@@ -68,19 +68,29 @@ def _adapter_disabled(model):
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
 def compute_reference(model, pairs: Sequence[TokenizedPair], *, batch_size: int = 2, prefix_sharing: bool = True,
                       pad_id: int = 0, device=None, progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """pair_id -> (chosen per-turn log-probs (turns_w,), rejected per-turn log-probs (turns_l,)),
     float32 on CPU, from the model in eval mode with any LoRA adapter disabled."""
+    return turn_logps(model, pairs, batch_size=batch_size, prefix_sharing=prefix_sharing, pad_id=pad_id,
+                      device=device, progress=progress, base_only=True, desc="reference log-probs")
+
+
+@torch.no_grad()
+def turn_logps(model, pairs: Sequence[TokenizedPair], *, batch_size: int = 2, prefix_sharing: bool = True,
+               pad_id: int = 0, device=None, progress: bool = False, base_only: bool = False,
+               desc: str = "per-turn log-probs") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """pair_id -> (chosen per-turn log-probs (turns_w,), rejected per-turn log-probs (turns_l,)),
+    float32 on CPU, from the model in eval mode, without gradients; ``base_only`` disables any LoRA
+    adapter (the reference), else the model runs as it is (a trained checkpoint)."""
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     try:
-        with _adapter_disabled(model):
-            for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", disable=not progress):
+        with _adapter_disabled(model) if base_only else contextlib.nullcontext():
+            for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=not progress):
                 chunk = list(pairs[start:start + batch_size])
                 batch = pack_pairs(chunk, prefix_sharing=prefix_sharing, pad_id=pad_id)
                 logps = pair_logps(model, batch.to(device) if device is not None else batch)

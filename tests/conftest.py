@@ -37,3 +37,12 @@ def tiny_llama(embedded_tokenizer):
                          max_position_embeddings=4096, tie_word_embeddings=True,
                          pad_token_id=embedded_tokenizer.pad_token_id)
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_llama, embedded_tokenizer):
+    """The tiny random Llama saved as a model folder (what `model=` points at)."""
+    path = tmp_path / "tiny"
+    tiny_llama.save_pretrained(path)
+    embedded_tokenizer.save_pretrained(path)
+    return str(path)

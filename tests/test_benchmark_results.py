@@ -162,3 +162,34 @@ def test_plots_write_png(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     with pytest.raises(ValueError):
         plots.plot_dimensions(results.summarize(recs), tmp_path / "x.png", subset="hard")
+
+
+def test_compare_paper_rows_are_published_apart_and_leave_ours_unchanged(tmp_path):
+    t = make_task("t")
+    ours = write_run(tmp_path, "b_self", {"agent": "B", "partner": "self", "name": "SDPO", **PAPER},
+                     [make_record(t, (9, 9), (3, 3), models=("B", "B"))])
+    alone = compare.main([str(ours)])
+    both = compare.main([str(ours), "--paper", "--out", str(tmp_path / "t.md")])
+    assert both.startswith(alone + "\n\n")          # our rows and columns as without --paper
+    published = both[len(alone):]
+    assert "arXiv:2501.01821v2" in published and "Table 1" in published and "Table 9" in published
+    header = next(line for line in published.splitlines() if line.startswith("| published agent"))
+    assert all(c.strip().startswith("published") for c in header.strip("|").split("|"))
+    assert "| Llama-8B+BC+SDPO | 8.56 | 3.69 | 7.10 | 3.22 | 8.13 | 3.16 | 6.69 | 2.78 | 7.53 | 2.71 | 5.20 | 1.64 |" \
+        in published
+    assert "**" not in published and "| SDPO |" not in published     # nothing of ours, no contest marks
+    assert (tmp_path / "t.md").read_text() == both + "\n"
+    only = compare.main(["--paper", "--subsets", "all", "--dims", "goal"])
+    assert only.splitlines()[2] == ("| published agent | published · self-chat · all · GOAL | "
+                                    "published · vs gpt-4o · all · GOAL | published · vs gpt-4o-mini · all · GOAL |")
+
+
+def test_paper_table_data_matches_its_own_average_column():
+    """Each published row's AVG (the paper's own column) is the mean of its six goal and relationship
+    cells: a check on the transcription of every number."""
+    doc = json.loads(compare.PAPER_TABLE.read_text())
+    assert len(doc["rows"]) == 11
+    for row in doc["rows"]:
+        for subset in ("all", "hard"):
+            cells = [v for setting in doc["settings"] for v in row[subset][setting]]
+            assert sum(cells) / 6 == pytest.approx(row[subset]["average"], abs=0.0051), (row["agent"], subset)

@@ -183,7 +183,7 @@ def test_config_validation_and_hydra_compose(tmp_path):
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    with pytest.raises(ConfigError, match="allowed: test, hard, files"):
+    with pytest.raises(ConfigError, match="allowed: bc, align, test, hard, all, files"):
         SotopiaBenchConfig(tasks="train")
     with pytest.raises(ConfigError, match="scenarios=<path>"):
         SotopiaBenchConfig(tasks="files")

@@ -30,7 +30,7 @@ def test_help_describes_every_option(command, module, schema):
         assert doc, f"{command}: option {name} has no description"
         assert f"  {name}={default}    [{allowed}]" in proc.stdout
     if command == "benchmarks.sotopia":
-        assert "[test | hard | files]" in proc.stdout and "[native | sotopia]" in proc.stdout
+        assert "[bc | align | test | hard | all | files]" in proc.stdout and "[native | sotopia]" in proc.stdout
     if command == "sdpo.fit":
         assert "[sdpo | dpo | eto | dmpo | sft | preferred_sft]" in proc.stdout and "llama31_8b" in proc.stdout
 
@@ -39,7 +39,7 @@ def test_bad_input_is_short_and_exits_2(tmp_path):
     proc = run("benchmarks.sotopia", "max_turns=0", f"output_dir={tmp_path}")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: max_turns must be >= 1, got 0"
     proc = run("benchmarks.sotopia", "tasks=bogus", f"output_dir={tmp_path}")
-    assert proc.returncode == 2 and "test, hard, files" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "bc, align, test, hard, all, files" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("sdpo.fit", f"data={tmp_path / 'missing.jsonl'}", f"output_dir={tmp_path / 'fit'}")
     assert proc.returncode == 2 and "missing.jsonl" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("sdpo.fit", f"data={tmp_path / 'missing.jsonl'}", f"output_dir={tmp_path / 'fit'}", "--traceback")
@@ -90,6 +90,10 @@ BAD_INPUTS = [
      ["models.judge=runs/no-such-judge", "no such folder"]),
     ("compare-missing-run", ["benchmarks.compare", "{tmp}/nonexistent/results.json"],
      ["nonexistent/results.json", "no results.json here"]),
+    ("prob-gap-typo-checkpoint", ["benchmarks.prob_gap", "embedded", "ckpts/sdpoo", "--out", "{out}"],
+     ["checkpoints=ckpts/sdpoo", "no such folder"]),
+    ("pair-stats-missing-file", ["benchmarks.pair_stats", "{tmp}/nope.jsonl", "--out", "{out}"],
+     ["nope.jsonl", "does not exist"]),
 ]
 
 

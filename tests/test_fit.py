@@ -17,15 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def tiny_dir(tmp_path, tiny_llama, embedded_tokenizer):
-    """The tiny random Llama saved as a model folder (what `model=` points at)."""
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    embedded_tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture
 def demo_copy(tmp_path):
     """The first 8 shipped demo pairs, copied so the reference cache is written beside the copy."""
     path = tmp_path / "pairs.jsonl"

@@ -4,7 +4,8 @@ import torch
 
 from agents import build_policy
 from agents.formatter import ConversationTokenizer, agent_messages
-from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, in_place_cache, sample_next
+from agents.hf_compat import in_place_cache
+from agents.hf_policy import HFPolicy, end_of_turn_ids, generate_batch, sample_next
 from agents.policy import TurnRequest
 from sotopia_env.errors import ConfigError
 from tests.factories import RENT, make_task, make_turns
@@ -213,7 +214,7 @@ def test_in_place_cache_equals_the_stock_cache(tiny_llama):
     prefill, through growth past its capacity, and after rows leave the batch."""
     from transformers import DynamicCache
 
-    from agents.hf_policy import cache_keyword
+    from agents.hf_compat import cache_keyword
 
     torch.manual_seed(0)
     ids = torch.randint(1, 100, (3, 6))

@@ -311,7 +311,8 @@ def test_offline_end_to_end_collect_pairs_fit(tmp_path, embedded_model, embedded
     print(format_summary(summary))
     assert pairs, "no positive beat its negative: nothing to train on"
     for pair in pairs:
-        assert pair.scores["chosen"]["goal"] >= pair.scores["rejected"]["goal"]
+        chosen, rejected = pair.scores["chosen"], pair.scores["rejected"]   # the paper's keep rule
+        assert chosen["goal"] > rejected["goal"] or chosen["relationship"] > rejected["relationship"]
         assert pair.segment["chosen"][1] - pair.segment["chosen"][0] == pair.segment["rejected"][1] - pair.segment["rejected"][0]
         assert pair.chosen[0].argument != pair.rejected[0].argument or pair.chosen[0].action_type != pair.rejected[0].action_type
 

@@ -15,6 +15,11 @@ def main() -> None:
     def task(config: PairsConfig) -> None:
         from .pipeline import PairPipeline, check_inputs
 
+        if config.dry_run:
+            from .dry_run import dry_run_report
+
+            print(dry_run_report(config))
+            return
         check_inputs(config)   # before out_dir is created
         PairPipeline(config).run()
 

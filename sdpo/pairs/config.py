@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 from sotopia_env.errors import ConfigError, to_enum
+from sotopia_env.task_source import TaskSet, TaskSource
 
 
 class Stage(str, Enum):
@@ -36,6 +38,15 @@ class NegativeRule(str, Enum):
     """goal <= goal_at_most or relationship <= relationship_at_most (the authors' scripts: 7 and 2)."""
 
 
+class KeepRule(str, Enum):
+    """When the best sampled continuation is kept as the positive (the SDPO pipeline, step 4)."""
+
+    paper = "paper"
+    """It beats the negative on goal or on relationship (the paper's text)."""
+    authors = "authors"
+    """Its goal is higher, or its goal equal and its relationship higher (the authors' scripts)."""
+
+
 class Interlocutors(str, Enum):
     """Which sessions the written pairs come from (the paper's partner ablation)."""
 
@@ -52,6 +63,7 @@ class PairKind(str, Enum):
     eto = "eto"
     dmpo = "dmpo"
     preferred_sft = "preferred_sft"
+    sft = "sft"
 
 
 class SegmentMethod(str, Enum):
@@ -69,7 +81,8 @@ class ModelsConfig:
     """The interlocutor in partner sessions (the paper: gpt-4o)."""
     judge: str = "embedded"
     """Episode judge, error locator and segment selector. "embedded"/local path: local judge and
-    log-probability fallbacks; otherwise a LiteLLM model answering JSON."""
+    log-probability fallbacks; "rules" / "rules:<rule>": the programmatic judge (agents.rules_judge:
+    scores, error turn and segment by a rule, no model); otherwise a LiteLLM model answering JSON."""
     positive_model: str | None = None
     """If set, this model plays the trained seat when sampling positives (out-of-distribution ablation)."""
     api_base: str | None = None
@@ -86,11 +99,20 @@ class ModelsConfig:
 
 
 @dataclass
-class CollectConfig:
-    split: str = "align"
-    """Built-in task split the agent plays ("bc", "align", "test", "hard", "all")."""
-    task_ids: list[str] = field(default_factory=list)
-    """Play only these task ids/codenames (empty: the whole split)."""
+class CollectConfig(TaskSource):
+    """The sessions of the collect stage. The task options (``collect.tasks``, ``collect.scenarios``,
+    ``collect.task_ids`` ...) are ``sotopia_env.task_source.TaskSource``'s, the same as
+    ``benchmarks.sotopia``'s."""
+
+    option_prefix: ClassVar[str] = "collect."
+    tasks: TaskSet = TaskSet.align
+    """bc | align | test | hard | all: a built-in split (align: the SDPO alignment scenarios, bc:
+    behavioural cloning); files: SOTOPIA files (collect.scenarios, collect.profiles, collect.combos;
+    collect.relationships and collect.environment_list optional)."""
+    episodes: str | None = None
+    """A SOTOPIA / SOTOPIA-pi episode log (JSONL, one episode a line) to import instead of playing:
+    collect reads its episodes, with their recorded scores, into episodes.jsonl (no model or judge
+    call); collect.scenarios / collect.profiles, when given, make their tasks exact."""
     max_tasks: int | None = 2
     """Use at most this many tasks of the split (in file order); null: all. The default 2 (with
     interlocutors=[self] and max_turns=6) is a quick look that finishes in minutes on a CPU; the
@@ -135,6 +157,9 @@ class SampleConfig:
     """Temperature of the trained seat while sampling positives."""
     partner_temperature: float = 0.7
     """Temperature of the other seat while sampling positives."""
+    keep: KeepRule = KeepRule.paper
+    """paper: keep the best continuation if it beats the negative on goal or on relationship;
+    authors: only if its goal is higher, or equal with a higher relationship."""
 
 
 @dataclass
@@ -158,11 +183,18 @@ class ScratchConfig:
 @dataclass
 class WriteConfig:
     kinds: list[str] = field(default_factory=lambda: ["sdpo"])
-    """Pair files to write: sdpo, dpo, eto, dmpo, preferred_sft (each to pairs_<kind>.jsonl)."""
+    """Pair files to write: sdpo, dpo, eto, dmpo, preferred_sft (each to pairs_<kind>.jsonl), and
+    sft: behavioural-cloning records, one per collected session and seat played by models.agent
+    (or an imported seat) whose goal is at least write.sft_min_goal."""
     interlocutors: Interlocutors = Interlocutors.both
     """Keep pairs from self-chat sessions, partner sessions, or both."""
     output: str | None = None
     """Also copy the first kind's pairs to this path (e.g. sdpo/data/demo_pairs.jsonl)."""
+    sft_min_goal: float = 7.0
+    """sft: keep a seat's session only if its goal score is at least this (SOTOPIA-pi's filter: 7)."""
+    sft_models: list[str] = field(default_factory=list)
+    """sft: keep only seats played by these models (an episode's models[seat], e.g. gpt-4 in an
+    imported log); empty: every seat the collected agent played (both seats of imported sessions)."""
 
 
 @dataclass
@@ -191,12 +223,21 @@ class PairsConfig:
     """Device of local models (None: CUDA if present)."""
     progress: bool = True
     """Show each stage's progress bar with an ETA."""
+    dry_run: bool = False
+    """Load and call no model: print each stage's episodes, model calls (agent, partner, judge:
+    episode, error turn, segment), tokens and price (LiteLLM's cost map) as a table and in
+    ``<out_dir>/dry_run.json``. Work in the run's files is not counted (a resumed run repeats no
+    call); stages after one still to run are counted at their upper bound (sdpo.pairs.dry_run)."""
 
     def __post_init__(self):
         from sotopia_env.render import check_prompt_style
 
         self.prompt_style = check_prompt_style(self.prompt_style)
         self.stage = to_enum(Stage, self.stage, "stage")
+        self.collect.check_task_source()
+        self.sample.keep = to_enum(KeepRule, self.sample.keep, "sample.keep")
+        if not 0.0 <= float(self.write.sft_min_goal) <= 10.0:
+            raise ConfigError(f"write.sft_min_goal must be a goal score in [0, 10], got {self.write.sft_min_goal!r}")
         self.negatives.rule = to_enum(NegativeRule, self.negatives.rule, "negatives.rule")
         self.segment.method = to_enum(SegmentMethod, self.segment.method, "segment.method")
         self.write.interlocutors = to_enum(Interlocutors, self.write.interlocutors, "write.interlocutors")

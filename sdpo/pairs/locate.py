@@ -221,7 +221,8 @@ async def ask_judge_or_local(messages: list[dict], validate: Callable[[str], dic
                              max_tokens: int = 512) -> StageEntry:
     """One judge question as a stage entry (without its key): with a ``client``, ask it
     (``ask_validated``: ``messages``, ``validate``, bounded re-asks); without one, answer offline
-    with ``local()`` (the ``scorer``'s most likely answer).
+    with ``local()`` (the ``scorer``'s most likely answer, or a rules judge's answer; ``scorer``
+    names the answerer).
 
     Returns ``{"status": "ok", <answer>, "judge", <accounting>}``, ``{"status": "skipped",
     "reason": "invalid_answer", ...}`` after ``max_reasks`` invalid answers, or ``{"status":
@@ -241,13 +242,16 @@ async def ask_judge_or_local(messages: list[dict], validate: Callable[[str], dic
 
 
 async def locate_one(record: EpisodeRecord, agent_index: int, *, client=None, scorer: LocalTurnScorer | None = None,
-                     max_reasks: int = 2, max_tokens: int = 512) -> StageEntry:
+                     rules=None, max_reasks: int = 2, max_tokens: int = 512) -> StageEntry:
     """Locate the error turn of one negative; returns a stage entry (without its key):
     ``{"status": "ok", "index", "reason", ...}``, ``{"status": "skipped", "reason": ...}`` after
-    ``max_reasks`` invalid answers, or ``{"status": "error", ...}`` when the API failed for good."""
+    ``max_reasks`` invalid answers, or ``{"status": "error", ...}`` when the API failed for good.
+    ``rules`` (an ``agents.rules_judge.RulesJudge``) answers by its rule instead of a model."""
     if not record.agent_turns(agent_index):
         return {"status": Status.skipped, "reason": "the trained agent never acted", "calls": 0}
+    local = (lambda: rules.error_turn(record, agent_index)) if rules is not None else \
+        (lambda: local_error_turn(scorer, record, agent_index))
     return await ask_judge_or_local(locate_messages(record, agent_index),
-                                    lambda text: validate_error_turn(text, record, agent_index),
-                                    lambda: local_error_turn(scorer, record, agent_index),
-                                    client=client, scorer=scorer, max_reasks=max_reasks, max_tokens=max_tokens)
+                                    lambda text: validate_error_turn(text, record, agent_index), local,
+                                    client=client, scorer=rules or scorer, max_reasks=max_reasks,
+                                    max_tokens=max_tokens)

@@ -4,7 +4,8 @@ Files in the run's folder (``config.out_dir``), in the order the stages write th
 
 ================================ ===========================================================
 ``config.yaml``                  the resolved config of the last run (no API keys)
-``episodes.jsonl``               collect: judged sessions (EpisodeStore, keyed by run key)
+``episodes.jsonl``               collect: judged sessions (EpisodeStore, keyed by run key), or
+                                 the sessions of an imported SOTOPIA log (``collect.episodes``)
 ``negatives.jsonl``              negatives: one line per negative (rebuilt, no model calls)
 ``locate.jsonl``                 locate: error turn per negative (append-only ledger)
 ``branches.jsonl``               sample: continuations from the error turn (EpisodeStore)
@@ -12,8 +13,12 @@ Files in the run's folder (``config.out_dir``), in the order the stages write th
 ``segment.jsonl``                segment: the judge's segment per kept pair (ledger)
 ``scratch_episodes.jsonl``       scratch: sessions sampled from the start, ETO/DMPO (EpisodeStore)
 ``scratch.jsonl``                scratch: positive chosen / dropped (ledger)
-``pairs_<kind>.jsonl``           write: the pair files (rebuilt atomically each run)
+``pairs_<kind>.jsonl``           write: the pair files (rebuilt atomically each run); ``sft``: the
+                                 collected sessions' seats whose goal is >= write.sft_min_goal
 ``summary.json``                 summary: counts per stage, drops with reasons, calls and cost
+``summary.md``                   summary: pair statistics (``sdpo.pairs.stats``): pairs per kind,
+                                 error turns, segment lengths, why negatives gave no pair
+``pair_stats.png``               summary: error-turn and segment-length histograms
 ================================ ===========================================================
 
 A killed run restarts where it stopped: episode stores skip run keys already judged, ledgers
@@ -33,32 +38,42 @@ from pathlib import Path
 
 from agents.formatter import ConversationFormat
 from agents.models import is_local_model
+from agents.rules_judge import RulesJudge, is_rules_judge, rule_of
 from sotopia_env.episode import EpisodeRecord, EpisodeStore
 from sotopia_env.errors import APIError, ConfigError, FatalAPIError
 from sotopia_env.profiles import Task
 from sotopia_env.redaction import redact
 
-from .config import PairKind, PairsConfig, SegmentMethod, Stage
+from .config import CollectConfig, PairKind, PairsConfig, SegmentMethod, Stage
 from .locate import LocalTurnScorer, locate_one
 from .negatives import Negative, select_negatives
 from .sample import branch_run_key, continuation, decide, sample_seed
 from .segment import select_one
 from .stages import StageFile, Status
-from .write import build_pairs, write_pair_file
+from .write import build_pairs, build_sft, write_pair_file
 
 
 def check_inputs(config: PairsConfig) -> None:
     """Before the run's folder is created: every model the chosen stage(s) call can be used (a local
     model's folder or Hugging Face id resolves; an API model is known to LiteLLM, has its key and
     its api_base answers). ConfigError in one line naming the option (``models.agent`` ...) otherwise.
-    ``stage=negatives`` and ``stage=write`` call no model and check none. The collected tasks
-    (``collect.task_ids`` or ``collect.split``) must exist too."""
+    ``stage=negatives`` and ``stage=write`` call no model and check none; ``stage=summary`` only
+    the agent's tokenizer (target tokens of the pair statistics) when the agent is local. The collected tasks
+    (``collect.tasks``, ``collect.task_ids`` ...) or the imported episode log (``collect.episodes``) must
+    load too (a bad file: DataError naming the file, line and field). Importing a log and writing only
+    ``sft`` records calls no model and checks none."""
     if config.stage in (Stage.all, Stage.collect):
-        from sotopia_env import builtin_tasks, get_task
-
         c = config.collect
-        _ = [get_task(t) for t in c.task_ids] if c.task_ids else builtin_tasks(c.split)
+        _ = read_episode_log(c) if c.episodes is not None else c.load_tasks()
     if config.stage in (Stage.negatives, Stage.write):
+        return
+    if config.stage is Stage.summary:
+        if is_local_model(config.models.agent):
+            from agents.models import check_model_source
+
+            check_model_source(config.models.agent, option="models.agent")
+        return
+    if not calls_models(config):
         return
     m = config.models
     roles = [("agent", m.agent), ("judge", m.judge)]
@@ -68,6 +83,9 @@ def check_inputs(config: PairsConfig) -> None:
         roles.append(("partner", m.partner))
     api_key = None
     for role, model_id in roles:
+        if role == "judge" and is_rules_judge(model_id):
+            rule_of(model_id, option="models.judge")
+            continue
         if is_local_model(model_id):
             from agents.models import check_model_source
 
@@ -83,6 +101,33 @@ def check_inputs(config: PairsConfig) -> None:
         check_model(model_id, api_base=m.api_base, api_key=api_key, role=f"models.{role}")
 
 
+def read_episode_log(collect: CollectConfig) -> list[EpisodeRecord]:
+    """The episodes of ``collect.episodes`` (SOTOPIA's episode JSONL), their tasks exact where
+    ``collect.scenarios`` / ``collect.profiles`` are given."""
+    from sotopia_env.loader import load_sotopia_episodes
+
+    records = load_sotopia_episodes(collect.episodes, profiles=collect.profiles, scenarios=collect.scenarios)
+    if not records:
+        raise ConfigError(f"collect.episodes={collect.episodes} holds no episode")
+    return records
+
+
+def needs_pairs(config: PairsConfig) -> bool:
+    """Whether a written kind needs negatives located and positives sampled (every kind but sft)."""
+    return any(kind != PairKind.sft.value for kind in config.write.kinds)
+
+
+def calls_models(config: PairsConfig) -> bool:
+    """Whether the chosen stage(s) play or judge anything: collecting plays and judges unless it
+    imports an episode log; locate, sample, segment and scratch only run for a kind that needs them."""
+    importing = config.collect.episodes is not None
+    if config.stage is Stage.collect:
+        return not importing
+    if config.stage is Stage.all:
+        return not importing or needs_pairs(config)
+    return config.stage in (Stage.locate, Stage.sample, Stage.segment, Stage.scratch) and needs_pairs(config)
+
+
 class PairPipeline:
     """Builds SDPO pairs (and the baselines' data) for one run folder.
 
@@ -90,15 +135,17 @@ class PairPipeline:
     use; one local model id is loaded once and shared by every seat and the judge.
     """
 
-    def __init__(self, config: PairsConfig, *, tasks: Sequence[Task] | None = None):
+    def __init__(self, config: PairsConfig, *, tasks: Sequence[Task] | None = None, create: bool = True):
         self.config = config
         self.out = Path(config.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if create:  # a dry run (create=False) reads the run's files and writes none
+            self.out.mkdir(parents=True, exist_ok=True)
         self._tasks = list(tasks) if tasks is not None else None
         self._local: dict[str, tuple] = {}
         self._policies: dict = {}
         self._judge = None
         self.unplayed: list[str] = []
+        self._built: dict | None = None     # the last write's pairs, reused by the pair report
         self._client = None
         self._scorer = None
         self.fmt = ConversationFormat(max_turns=config.collect.max_turns, prompt_style=config.prompt_style)
@@ -156,7 +203,9 @@ class PairPipeline:
             from agents.judge import LLMJudge, LocalJudge
 
             judge_id = self.config.models.judge
-            if is_local_model(judge_id):
+            if is_rules_judge(judge_id):
+                self._judge = RulesJudge(judge_id)
+            elif is_local_model(judge_id):
                 model, tokenizer = self._local_model(judge_id)
                 self._judge = LocalJudge(model=model, tokenizer=tokenizer, prompt_style=self.fmt.prompt_style)
             else:
@@ -167,8 +216,11 @@ class PairPipeline:
         return self._judge
 
     def _asker(self) -> dict:
-        """How error location and segment selection are answered: an LLM client, or the local scorer."""
+        """How error location and segment selection are answered: an LLM client, the local scorer, or
+        the rules judge's rule."""
         judge_id = self.config.models.judge
+        if is_rules_judge(judge_id):
+            return {"rules": self.judge}
         if is_local_model(judge_id):
             if self._scorer is None:
                 self._scorer = LocalTurnScorer(*self._local_model(judge_id))
@@ -184,10 +236,8 @@ class PairPipeline:
 
     def tasks(self) -> list[Task]:
         if self._tasks is None:
-            from sotopia_env import builtin_tasks, get_task
-
             c = self.config.collect
-            tasks = [get_task(t) for t in c.task_ids] if c.task_ids else builtin_tasks(c.split)
+            tasks = c.load_tasks()
             self._tasks = tasks[: c.max_tasks] if c.max_tasks is not None else tasks
         return self._tasks
 
@@ -210,17 +260,21 @@ class PairPipeline:
             self.unplayed.append(str(e))
 
     def collect(self) -> None:
-        """Stage 1: the agent plays the tasks in self-chat and against the partner (both seats); judged."""
+        """Stage 1: the agent plays the tasks in self-chat and against the partner (both seats); judged.
+        With ``collect.episodes`` the sessions are imported from that log instead."""
         from agents.runner import EpisodeJob
 
         c, m = self.config.collect, self.config.models
+        if c.episodes is not None:
+            self.import_episodes()
+            return
         done = self.episodes.done_keys()
         jobs = []
         for task in self.tasks():
             for rep in range(c.repeats):
                 for kind in c.interlocutors:
                     for seat in ([None] if kind == "self" else [0, 1]):
-                        key = f"collect/{kind}/{task.pk}/{'both' if seat is None else f'seat{seat}'}/{rep}"
+                        key = collect_run_key(kind, task.pk, seat, rep)
                         if key in done:
                             continue  # no model is loaded when everything is already collected
                         if kind == "self":
@@ -236,6 +290,20 @@ class PairPipeline:
                                                tags={"interlocutor": kind, "agent_seats": agent_seats,
                                                      "stage": "collect"}))
         self._run(jobs, self.episodes)
+
+    def import_episodes(self) -> None:
+        """``collect.episodes`` into the episode store with their recorded scores (no model call).
+        A session is self-chat when one model played both seats; each is stored once (run key
+        ``import/<episode id>``), so a rerun adds nothing."""
+        done = self.episodes.done_keys(evaluated_only=False)
+        for record in read_episode_log(self.config.collect):
+            key = f"import/{record.episode_id}"
+            if key in done:
+                continue
+            interlocutor = "self" if len(set(record.models)) == 1 else "partner"
+            record.tags.update(run_key=key, stage="collect", interlocutor=interlocutor)
+            self.episodes.append(record)
+            done.add(key)
 
     # ------------------------------------------------------------------ stage 2: negatives
 
@@ -262,6 +330,8 @@ class PairPipeline:
 
     def locate(self) -> None:
         """Stage 3: the judge names each negative's error turn (validated, bounded re-asks)."""
+        if not needs_pairs(self.config):
+            return
         negatives, _ = self.negatives()
         episodes = self._latest(self.episodes)
         ledger = self.ledgers["locate"]
@@ -353,11 +423,13 @@ class PairPipeline:
                                                                    for c in candidates)})
                 continue
             entry = decide(episodes[neg.episode_id], neg.agent_index, e, candidates,
-                           compare_first_turn=prefix == "branch")
+                           compare_first_turn=prefix == "branch", keep=self.config.sample.keep)
             ledger.append({"key": neg.key, **entry, "model": model})
 
     def sample(self) -> None:
         """Stage 4: N continuations from the history before the error turn; keep the best if it wins."""
+        if not needs_pairs(self.config):
+            return
         negatives, _ = self.negatives()
         located = self.ledgers["locate"].final()
         todo = [(n, int(located[n.key]["index"])) for n in negatives
@@ -368,7 +440,7 @@ class PairPipeline:
 
     def segment(self) -> None:
         """Stage 5: the judge picks the positive's segment (validated); fixed lengths need no judge."""
-        if self.config.segment.method != SegmentMethod.judge:
+        if self.config.segment.method != SegmentMethod.judge or not needs_pairs(self.config):
             return
         negatives, _ = self.negatives()
         episodes = self._latest(self.episodes)
@@ -407,24 +479,36 @@ class PairPipeline:
 
     # ------------------------------------------------------------------ stage 6: write
 
-    def write(self) -> dict[str, Counter]:
-        """Write ``pairs_<kind>.jsonl`` for each configured kind; returns the counts per kind."""
+    def build(self) -> dict[str, tuple[list, Counter]]:
+        """The pairs of each configured kind as the stage files give them now, with the counts of
+        why the other negatives gave none (no model call, nothing written)."""
         negatives, _ = self.negatives()
         episodes = {**self._latest(self.episodes), **self._latest(self.branches), **self._latest(self.scratch_episodes)}
         stages = {name: ledger.final() for name, ledger in self.ledgers.items()}
         results = {}
-        for i, kind in enumerate(self.config.write.kinds):
-            pairs, counts = build_pairs(kind, negatives, episodes, segment_method=self.config.segment.method,
-                                        fixed=self.config.segment.fixed, interlocutors=self.config.write.interlocutors,
-                                        fmt=self.fmt, **stages)
+        w = self.config.write
+        for kind in w.kinds:
+            if kind == PairKind.sft.value:   # the collected sessions themselves, no negative involved
+                pairs, counts = build_sft(self._latest(self.episodes).values(), min_goal=w.sft_min_goal,
+                                          models=w.sft_models, interlocutors=w.interlocutors, fmt=self.fmt)
+            else:
+                pairs, counts = build_pairs(kind, negatives, episodes, segment_method=self.config.segment.method,
+                                            fixed=self.config.segment.fixed, interlocutors=w.interlocutors,
+                                            fmt=self.fmt, **stages)
             for rec in pairs:
                 rec.provenance["run"] = {"agent": self.config.models.agent, "partner": self.config.models.partner,
                                          "judge": self.config.models.judge, "out_dir": str(self.out)}
+            results[kind] = (pairs, counts)
+        return results
+
+    def write(self) -> dict[str, Counter]:
+        """Write ``pairs_<kind>.jsonl`` for each configured kind; returns the counts per kind."""
+        self._built = self.build()
+        for i, (kind, (pairs, _)) in enumerate(self._built.items()):
             write_pair_file(self.out / f"pairs_{kind}.jsonl", pairs)
             if i == 0 and self.config.write.output:
                 write_pair_file(self.config.write.output, pairs)
-            results[kind] = counts
-        return results
+        return {kind: counts for kind, (_, counts) in self._built.items()}
 
     # ------------------------------------------------------------------ summary
 
@@ -466,7 +550,38 @@ class PairPipeline:
         if write_counts is not None:
             summary["pairs"] = {k: dict(v) for k, v in write_counts.items()}
         (self.out / "summary.json").write_text(redact(json.dumps(summary, indent=2)), encoding="utf-8")
+        self.pair_report(summary)
         return summary
+
+    def pair_report(self, summary: dict) -> Path:
+        """``summary.md`` and ``pair_stats.png`` (``sdpo.pairs.stats``): pairs per kind, where the
+        error turn falls, segment lengths (target tokens too when the agent has a local tokenizer),
+        and why negatives gave no pair; returns the Markdown file's path."""
+        from sotopia_env.episode import read_jsonl
+
+        from .stats import write_report
+
+        built = self._built if self._built is not None else self.build()
+        on_disk = {}
+        for kind in built:
+            path = self.out / f"pairs_{kind}.jsonl"
+            on_disk[kind] = sum(1 for _ in read_jsonl(path)) if path.exists() else None
+        notes = ["\"pairs\" are the pairs the stage files give now (what stage=write writes); \"in the pair file\" "
+                 "is what pairs_<kind>.jsonl holds (run stage=write where they differ)."]
+        agent = self.config.models.agent
+        tokenizer = None
+        if any(pairs for pairs, _ in built.values()):
+            if agent in self._local:
+                tokenizer = self._local[agent][1]
+            elif is_local_model(agent):
+                from agents.models import load_tokenizer
+
+                tokenizer = load_tokenizer(agent.removeprefix("hf:"))
+            else:
+                notes.append(f"Target tokens are not counted: the agent {agent!r} is an API model (no local tokenizer).")
+        return write_report(self.out, {kind: pairs for kind, (pairs, _) in built.items()}, title=f"Pairs of {self.out}",
+                            tokenizer=tokenizer, reasons={kind: dict(counts) for kind, (_, counts) in built.items()},
+                            negatives=summary["negatives"].get("negatives"), on_disk=on_disk, notes=notes)
 
     # ------------------------------------------------------------------ running
 
@@ -487,6 +602,7 @@ class PairPipeline:
         summary = self.summary(write_counts)
         if self.config.progress:
             print(format_summary(summary))
+            print(f"pair statistics: {self.out / 'summary.md'}")
         return summary
 
     def save_config(self) -> None:
@@ -494,6 +610,11 @@ class PairPipeline:
 
         (self.out / "config.yaml").write_text(redact(OmegaConf.to_yaml(OmegaConf.structured(self.config))),
                                               encoding="utf-8")
+
+
+def collect_run_key(interlocutor: str, task_pk: str, seat: int | None, rep: int) -> str:
+    """Run key of a collected session (``seat`` None: self-chat, both seats the agent's)."""
+    return f"collect/{interlocutor}/{task_pk}/{'both' if seat is None else f'seat{seat}'}/{rep}"
 
 
 def _usage_cost(usage: dict) -> float:

@@ -1,6 +1,7 @@
 """Positive sampling (the SDPO pipeline, step 4): reset the environment to the history before the error
 turn and sample N continuations; judge each; the best by goal (ties: relationship) is the
-positive if it beats the negative, else the negative is dropped and counted.
+positive if it beats the negative under the keep rule (``sample.keep``: the paper's goal or
+relationship, or the authors' goal then relationship), else the negative is dropped and counted.
 
 A candidate whose first turn (the re-sampled error turn) is identical to the negative's is
 rejected here: the two sides would not differ at the error turn (a pitfall of the authors'
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from sotopia_env.episode import EpisodeRecord, Turn
 
+from .config import KeepRule
 from .stages import StageEntry, Status
 
 
@@ -52,15 +54,19 @@ def rank_key(record: EpisodeRecord, agent_index: int) -> tuple[float, float]:
     return record.score(agent_index, "goal"), record.score(agent_index, "relationship")
 
 
-def beats(positive: EpisodeRecord, negative: EpisodeRecord, agent_index: int) -> bool:
-    """The keep rule (the authors' released code): higher goal, or equal goal and higher relationship."""
+def beats(positive: EpisodeRecord, negative: EpisodeRecord, agent_index: int,
+          keep: KeepRule = KeepRule.paper) -> bool:
+    """The keep rule: the paper's (higher goal or higher relationship) or the authors' released
+    code's (higher goal, or equal goal and higher relationship)."""
     pg, pr = rank_key(positive, agent_index)
     ng, nr = rank_key(negative, agent_index)
+    if keep == KeepRule.paper:
+        return pg > ng or pr > nr
     return pg > ng or (pg == ng and pr > nr)
 
 
 def decide(negative: EpisodeRecord, agent_index: int, branch_turn: int, candidates: Sequence[EpisodeRecord],
-           *, compare_first_turn: bool = True) -> StageEntry:
+           *, compare_first_turn: bool = True, keep: KeepRule = KeepRule.paper) -> StageEntry:
     """Choose the positive among ``candidates`` (in sampling order; the earliest wins ties).
 
     Returns a stage entry (without key): ``status`` "kept" with ``positive`` (episode id) or
@@ -75,12 +81,12 @@ def decide(negative: EpisodeRecord, agent_index: int, branch_turn: int, candidat
         rows.append(row)
         if problem is None:
             valid.append(cand)
-    entry = {"branch_turn": branch_turn, "candidates": rows,
+    entry = {"branch_turn": branch_turn, "candidates": rows, "keep": KeepRule(keep).value,
              "negative_scores": dict(negative.evaluation.agents[agent_index].scores)}
     if not valid:
         return {"status": Status.dropped, "reason": "no_valid_candidate", **entry}
     best = max(valid, key=lambda c: rank_key(c, agent_index))  # max keeps the first of equal keys
-    if not beats(best, negative, agent_index):
+    if not beats(best, negative, agent_index, keep):
         return {"status": Status.dropped, "reason": "not_better", "best": best.episode_id, **entry}
     return {"status": Status.kept, "positive": best.episode_id, **entry}
 

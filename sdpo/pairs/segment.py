@@ -107,10 +107,13 @@ def local_segment(scorer: LocalTurnScorer, negative: EpisodeRecord, positive_tur
 
 
 async def select_one(negative: EpisodeRecord, positive_turns: Sequence[Turn], agent_index: int, error_turn: int, *,
-                     client=None, scorer: LocalTurnScorer | None = None, max_reasks: int = 2,
+                     client=None, scorer: LocalTurnScorer | None = None, rules=None, max_reasks: int = 2,
                      max_tokens: int = 512) -> StageEntry:
-    """Select the segment for one kept pair; returns a stage entry (without its key), as ``locate_one``."""
+    """Select the segment for one kept pair; returns a stage entry (without its key), as ``locate_one``
+    (``rules``, an ``agents.rules_judge.RulesJudge``, answers by its rule instead of a model)."""
+    local = (lambda: rules.segment(negative, positive_turns, agent_index, error_turn)) if rules is not None else \
+        (lambda: local_segment(scorer, negative, positive_turns, agent_index, error_turn))
     return await ask_judge_or_local(segment_messages(negative, positive_turns, agent_index, error_turn),
                                     lambda text: validate_segment(text, positive_turns, agent_index, error_turn),
-                                    lambda: local_segment(scorer, negative, positive_turns, agent_index, error_turn),
-                                    client=client, scorer=scorer, max_reasks=max_reasks, max_tokens=max_tokens)
+                                    local, client=client, scorer=rules or scorer, max_reasks=max_reasks,
+                                    max_tokens=max_tokens)

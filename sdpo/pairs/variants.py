@@ -6,6 +6,7 @@
 * ``eto`` / ``dmpo``: a positive sampled from the start of the session, paired with the
   negative as whole sessions (same data; the loss differs).
 * ``preferred_sft``: the SDPO positive session alone.
+* ``sft``: one seat of a session alone (behavioural cloning on an expert's sessions).
 
 All functions are pure: episode records in, ``PairRecord`` out.
 """
@@ -77,14 +78,21 @@ def session_pair(negative: EpisodeRecord, positive: EpisodeRecord, agent_index: 
                       format=fmt or ConversationFormat())
 
 
+def sft_record(session: EpisodeRecord, agent_index: int, *, kind: str = "sft",
+               fmt: ConversationFormat | None = None, pair_id: str, provenance: dict | None = None) -> PairRecord:
+    """One seat of a whole session as a one-sided record: every turn of ``agent_index`` carries
+    loss (behavioural cloning), the other seat's turns are context."""
+    n = agent_turns_in(session.turns, agent_index)
+    return PairRecord(pair_id=pair_id, kind=kind, task=session.task, agent_index=agent_index,
+                      history=[], chosen=list(session.turns), rejected=None,
+                      segment={"chosen": (0, n - 1), "rejected": None},
+                      scores={"chosen": _scores(session, agent_index)}, provenance=dict(provenance or {}),
+                      format=fmt or ConversationFormat())
+
+
 def preferred_sft_record(negative: EpisodeRecord, positive: EpisodeRecord, agent_index: int, *,
                          fmt: ConversationFormat | None = None, pair_id: str,
                          provenance: dict | None = None) -> PairRecord:
     """Preferred-SFT: the SDPO positive session alone (every turn of the trained agent carries loss)."""
-    n = agent_turns_in(positive.turns, agent_index)
-    return PairRecord(pair_id=pair_id, kind="preferred_sft", task=positive.task, agent_index=agent_index,
-                      history=[], chosen=list(positive.turns), rejected=None,
-                      segment={"chosen": (0, n - 1), "rejected": None},
-                      scores={"chosen": _scores(positive, agent_index)},
-                      provenance={**_base_provenance(negative, positive, agent_index), **(provenance or {})},
-                      format=fmt or ConversationFormat())
+    return sft_record(positive, agent_index, kind="preferred_sft", fmt=fmt, pair_id=pair_id,
+                      provenance={**_base_provenance(negative, positive, agent_index), **(provenance or {})})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from agents.formatter import ConversationFormat
@@ -17,7 +17,14 @@ from sotopia_env.episode import EpisodeRecord
 from .config import Interlocutors, SegmentMethod
 from .negatives import Negative
 from .stages import Status
-from .variants import dpo_pair, preferred_sft_record, sdpo_pair, segment_length_from_end, session_pair
+from .variants import (
+    dpo_pair,
+    preferred_sft_record,
+    sdpo_pair,
+    segment_length_from_end,
+    session_pair,
+    sft_record,
+)
 
 
 def build_pairs(kind: str, negatives: Sequence[Negative], episodes: Mapping[str, EpisodeRecord], *,
@@ -89,6 +96,42 @@ def build_pairs(kind: str, negatives: Sequence[Negative], episodes: Mapping[str,
             raise ValueError(f"unknown pair kind {kind!r}")  # internal: config validated the kinds
     counts["pairs"] = len(pairs)
     return pairs, counts
+
+
+def build_sft(sessions: Iterable[EpisodeRecord], *, min_goal: float, models: Sequence[str] = (),
+              interlocutors: Interlocutors = Interlocutors.both,
+              fmt: ConversationFormat | None = None) -> tuple[list[PairRecord], Counter]:
+    """Behavioural-cloning records (kind ``sft``) from collected or imported sessions, filtered by
+    goal as SOTOPIA-pi filters its expert data: one record per session and seat played by the
+    collected agent (``agent_seats``; both seats of an imported session), and only by one of
+    ``models`` when given, whose goal score is at least ``min_goal``. ``counts`` says why the
+    other seats gave none (``below_min_goal``, ``other_model``, ``unevaluated``, ...)."""
+    records: list[PairRecord] = []
+    counts: Counter = Counter()
+    for session in sessions:
+        interlocutor = str(session.tags.get("interlocutor", "self"))
+        if interlocutors != Interlocutors.both and interlocutor != interlocutors.value:
+            counts["other_interlocutor"] += 1
+            continue
+        if not session.evaluated:
+            counts["unevaluated"] += 1
+            continue
+        for seat in session.agent_seats():
+            model = session.models[seat] if seat < len(session.models) else ""
+            if models and model not in models:
+                counts["other_model"] += 1
+            elif session.score(seat, "goal") < min_goal:
+                counts["below_min_goal"] += 1
+            elif not any(t.agent_index == seat for t in session.turns):
+                counts["no_agent_turn"] += 1
+            else:
+                records.append(sft_record(session, seat, fmt=fmt, pair_id=f"sft:{session.episode_id}:{seat}",
+                                          provenance={"episode": session.episode_id, "model": model,
+                                                      "interlocutor": interlocutor,
+                                                      "source": session.tags.get("source", "collect"),
+                                                      "min_goal": min_goal}))
+    counts["pairs"] = len(records)
+    return records, counts
 
 
 def write_pair_file(path: str | os.PathLike, pairs: Sequence[PairRecord]) -> None:
