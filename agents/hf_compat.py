@@ -3,13 +3,13 @@
 The rollout (``agents.hf_policy``), the judge's candidate scoring (``agents.judge``) and the
 training forward (``sdpo.model_forward``) reach below transformers' public API in a few places:
 the layered KV cache (``DynamicCache.layers``, each layer's ``keys`` / ``values``, subclassing
-``cache_utils.DynamicLayer`` for an in-place cache), the name of the forward's cache argument and
-the config's attention implementation. They are all here, so that a transformers release that
+``cache_utils.DynamicLayer`` for an in-place cache), the name of the forward's cache argument, a boolean
+``logits_to_keep`` mask and the config's attention implementation. They are all here, so that a transformers release that
 changes them fails ``check()`` (and its test) with one message naming what moved, instead of a
 shape error deep in a decode step.
 
-The lowest transformers release this module works with is ``MIN_TRANSFORMERS`` (the layered cache
-arrived there); ``pyproject.toml`` requires it.
+The lowest transformers release this module works with is ``MIN_TRANSFORMERS``; ``pyproject.toml``
+requires it.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import inspect
 
 from sotopia_env.errors import ConfigError
 
-MIN_TRANSFORMERS = "4.56"
-"""The first transformers release with the layered cache (``DynamicCache.layers`` of
-``DynamicLayer``, ``Cache(layer_class_to_replicate=...)``)."""
+MIN_TRANSFORMERS = "5.21"
+"""The first transformers release with everything below: the layered cache (``DynamicCache.layers``
+of ``DynamicLayer``, ``Cache(layer_class_to_replicate=...)``, the two-tensor
+``lazy_initialization``) and a boolean per-row ``logits_to_keep`` (``slice_logits_to_keep``)."""
 
 
 class TransformersChanged(ConfigError):
@@ -51,6 +52,10 @@ def check() -> None:
         missing.append("DynamicLayer.lazy_initialization(key_states, value_states)")
     if "layer_class_to_replicate" not in inspect.signature(Cache.__init__).parameters:
         missing.append("Cache.__init__(layer_class_to_replicate=...)")
+    from transformers import modeling_utils
+
+    if not callable(getattr(modeling_utils, "slice_logits_to_keep", None)):
+        missing.append("logits_to_keep as a boolean (batch, positions) mask (modeling_utils.slice_logits_to_keep)")
     if not hasattr(DynamicCache(), "layers"):
         missing.append("DynamicCache.layers")
     if missing:

@@ -16,6 +16,8 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sotopia_env.errors import ConfigError
 
@@ -247,6 +249,40 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     rows = len(prompts)
     if rows == 0:
         return ([], []) if return_caches else []
+    if isinstance(generator, (list, tuple)) and len(generator) != rows:
+        raise ValueError(f"generator: {len(generator)} per-row generators for {rows} prompts")
+    prefixes = _prefill(model, prompts, prefixes, prefill, device)
+    reused = [0 if pre is None else int(pre[1]) for pre in prefixes]
+    head = max(reused)  # cached columns, each row's cache right-aligned in them
+    suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
+    width = max(len(x) for x in suffixes)
+    if decode == "auto":
+        decode = "graph" if device.type == "cuda" else "dynamic"
+    capacity = head + width + max_new_tokens
+    if decode != "dynamic":  # a static mask of aligned width lets SDPA's fused kernels take it as is
+        capacity = -(-capacity // 64) * 64
+    cache = _seeded_cache(prefixes, reused, capacity, device)
+    input_ids, attention, positions = _left_padded(suffixes, reused, head, pad_id, device)
+    batch = _DecodeBatch(prompts=prompts, cache=cache, attention=attention, running=list(range(rows)),
+                         temps=torch.tensor(list(temperatures), dtype=torch.float32, device=device),
+                         tops=torch.tensor(list(top_ps), dtype=torch.float32, device=device),
+                         out=[[] for _ in range(rows)], caches=[None] * rows if return_caches else None)
+    sampling = {"all_greedy": all(t <= 0 for t in temperatures), "any_top_p": any(p < 1.0 for p in top_ps)}
+    with torch.inference_mode(), attention_kernels(device):
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                       use_cache=True, logits_to_keep=1, **{cache_keyword(model): cache}).logits[:, -1]
+        _decode(model, batch, logits, positions[:, -1] + 1, max_new_tokens=max_new_tokens,
+                stops=set(stop_ids), generator=generator, sampling=sampling, decode=decode)
+    return (batch.out, batch.caches) if return_caches else batch.out
+
+
+def _prefill(model, prompts, prefixes, prefill: str, device) -> list:
+    """Each row's reusable prefix ``(kv, n)`` or None; with ``prefill=rows`` (or ``auto`` on a CPU
+    when left padding would exceed ``_MAX_PREFILL_PADDING`` of the work) every prompt is prefilled
+    alone first, so the batch call only decodes."""
+    import torch
+
+    rows = len(prompts)
     prefixes = list(prefixes) if prefixes is not None else [None] * rows
     reused = [0 if pre is None else int(pre[1]) for pre in prefixes]
     for i, (p, n) in enumerate(zip(prompts, reused)):
@@ -261,16 +297,14 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
             for i, (p, length) in enumerate(zip(prompts, lengths)):
                 if length > 1:
                     prefixes[i] = _prefill_alone(model, p, prefixes[i], device)
-        reused = [0 if pre is None else int(pre[1]) for pre in prefixes]
-    head = max(reused)  # cached columns, each row's cache right-aligned in them
-    suffixes = [list(p)[n:] for p, n in zip(prompts, reused)]
-    width = max(len(x) for x in suffixes)
-    if decode == "auto":
-        decode = "graph" if device.type == "cuda" else "dynamic"
-    capacity = head + width + max_new_tokens
-    if decode != "dynamic":  # a static mask of aligned width lets SDPA's fused kernels take it as is
-        capacity = -(-capacity // 64) * 64
+    return prefixes
+
+
+def _seeded_cache(prefixes, reused: list[int], capacity: int, device):
+    """An in-place cache of ``capacity`` columns holding each row's reused prefix, right-aligned
+    in the first ``max(reused)`` columns."""
     cache = in_place_cache(capacity)
+    head, rows = max(reused), len(reused)
     if head:
         first = next(pre for pre in prefixes if pre is not None)[0]
         for layer, (k0, v0) in enumerate(first):
@@ -281,6 +315,15 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
                     keys[i, :, head - reused[i]:] = pre[0][layer][0][:, :reused[i]]
                     values[i, :, head - reused[i]:] = pre[0][layer][1][:, :reused[i]]
             cache.update(keys.to(device), values.to(device), layer)
+    return cache
+
+
+def _left_padded(suffixes, reused: list[int], head: int, pad_id: int, device):
+    """The rest of every prompt left-padded to one width: input ids, the attention mask over the
+    cached columns and the new ones, and position ids that continue each row's prefix."""
+    import torch
+
+    rows, width = len(suffixes), max(len(x) for x in suffixes)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
     attention = torch.zeros((rows, head + width), dtype=torch.long)
     positions = torch.zeros((rows, width), dtype=torch.long)
@@ -289,82 +332,88 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
         attention[i, head - n:head] = 1
         attention[i, head + width - len(x):] = 1
         positions[i, width - len(x):] = n + torch.arange(len(x))
-    input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
-    temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device)
-    tops = torch.tensor(list(top_ps), dtype=torch.float32, device=device)
-    sampling = {"all_greedy": all(t <= 0 for t in temperatures), "any_top_p": any(p < 1.0 for p in top_ps)}
-    stops = set(stop_ids)
-    out: list[list[int]] = [[] for _ in range(rows)]
-    caches: list = [None] * rows
-    running = list(range(rows))  # which original row each batch row is
-    per_row = isinstance(generator, (list, tuple))
-    if per_row and len(generator) != rows:
-        raise ValueError(f"generator: {len(generator)} per-row generators for {rows} prompts")
-    cache_arg = {cache_keyword(model): cache}
+    return input_ids.to(device), attention.to(device), positions.to(device)
 
-    def snapshot(batch_rows, static, static_rows):
-        # Keep the KV of the tokens row r was fed (padding columns dropped) for prefix reuse.
+
+@dataclass
+class _DecodeBatch:
+    """What the decode loop carries from step to step; rows leave ``running`` as they finish."""
+
+    prompts: Sequence[Sequence[int]]
+    cache: Any
+    attention: Any            # dynamic decode: the mask over every cache column, a column a step
+    running: list[int]        # which original row each batch row is
+    temps: Any
+    tops: Any
+    out: list[list[int]]      # the new tokens of each original row
+    caches: list | None       # with return_caches: (ids fed, per-layer KV) of each finished row
+
+    def snapshot(self, batch_rows, static, static_rows) -> None:
+        """Keep the KV of the tokens each of ``batch_rows`` was fed (padding dropped) as a prefix."""
+        if self.caches is None:
+            return
         for b in batch_rows:
-            r = running[b]
+            r = self.running[b]
             if static is None:
-                valid = attention[b].bool()
+                valid = self.attention[b].bool()
                 kv = [(layer.keys[b][:, valid].clone(), layer.values[b][:, valid].clone())
-                      for layer in cache_layers(cache)]
+                      for layer in cache_layers(self.cache)]
             else:
                 c = b if static_rows is None else int(static_rows[b])
                 valid, n = static.valid_columns(c), static.length
                 kv = [(layer.key_buffer[c, :, :n][:, valid].clone(),
-                       layer.value_buffer[c, :, :n][:, valid].clone()) for layer in cache_layers(cache)]
-            caches[r] = (list(prompts[r]) + out[r][:-1], kv)
+                       layer.value_buffer[c, :, :n][:, valid].clone()) for layer in cache_layers(self.cache)]
+            self.caches[r] = (list(self.prompts[r]) + self.out[r][:-1], kv)
 
-    # One read-back from the device a step (the sampled tokens); stop checks and row bookkeeping
-    # are Python, since every extra read-back on a GPU stalls the launch queue.
-    with torch.inference_mode(), attention_kernels(device):
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                       use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
-        next_position = positions[:, -1] + 1
-        static = None
-        if decode == "graph" and max_new_tokens > 1:
-            static = _graph_decode(model, cache, attention, next_position)
-        elif decode == "static":
-            static = StaticDecode(model, cache, attention, next_position)
-        static_rows = None  # static: the batch rows still running, when some have finished
-        for step in range(max_new_tokens):
-            token = sample_next(logits, temps, tops,
-                                [generator[r] for r in running] if per_row else generator, **sampling)
-            sampled = token.tolist()
-            for row, tok in zip(running, sampled):
-                out[row].append(tok)
-            alive = [tok not in stops for tok in sampled]
-            if step + 1 == max_new_tokens or not any(alive):
-                if return_caches:
-                    snapshot(range(len(running)), static, static_rows)
-                break
-            if not all(alive):  # finished rows leave the batch (dynamic: and its KV cache)
-                if return_caches:
-                    snapshot([b for b, a in enumerate(alive) if not a], static, static_rows)
-                kept = [b for b, a in enumerate(alive) if a]
-                keep = torch.tensor(kept, device=device)
-                running = [running[b] for b in kept]
-                token, temps, tops = token[keep], temps[keep], tops[keep]
-                if static is None:
-                    cache.batch_select_indices(keep)
-                    attention, next_position = attention[keep], next_position[keep]
-                else:
-                    static_rows = keep if static_rows is None else static_rows[keep]
+
+def _decode(model, batch: _DecodeBatch, logits, next_position, *, max_new_tokens: int, stops: set[int],
+            generator, sampling: dict, decode: str) -> None:
+    """Sample up to ``max_new_tokens`` tokens a row from the prefill's ``logits``; a row stops at an
+    end-of-turn token. One read-back from the device a step (the sampled tokens): stop checks and
+    row bookkeeping are Python, since every extra read-back on a GPU stalls the launch queue."""
+    import torch
+
+    device, per_row = logits.device, isinstance(generator, (list, tuple))
+    static = None
+    if decode == "graph" and max_new_tokens > 1:
+        static = _graph_decode(model, batch.cache, batch.attention, next_position)
+    elif decode == "static":
+        static = StaticDecode(model, batch.cache, batch.attention, next_position)
+    static_rows = None  # static: the batch rows still running, when some have finished
+    cache_arg = {cache_keyword(model): batch.cache}
+    for step in range(max_new_tokens):
+        token = sample_next(logits, batch.temps, batch.tops,
+                            [generator[r] for r in batch.running] if per_row else generator, **sampling)
+        sampled = token.tolist()
+        for row, tok in zip(batch.running, sampled):
+            batch.out[row].append(tok)
+        alive = [tok not in stops for tok in sampled]
+        if step + 1 == max_new_tokens or not any(alive):
+            batch.snapshot(range(len(batch.running)), static, static_rows)
+            break
+        if not all(alive):  # finished rows leave the batch (dynamic: and its KV cache)
+            batch.snapshot([b for b, a in enumerate(alive) if not a], static, static_rows)
+            kept = [b for b, a in enumerate(alive) if a]
+            keep = torch.tensor(kept, device=device)
+            batch.running = [batch.running[b] for b in kept]
+            token, batch.temps, batch.tops = token[keep], batch.temps[keep], batch.tops[keep]
             if static is None:
-                attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
-                logits = model(input_ids=token.unsqueeze(-1), attention_mask=attention,
-                               position_ids=next_position.unsqueeze(-1), use_cache=True,
-                               **cache_arg).logits[:, -1]
-                next_position = next_position + 1
+                batch.cache.batch_select_indices(keep)
+                batch.attention, next_position = batch.attention[keep], next_position[keep]
             else:
-                logits = static.step(token, static_rows)
-                if static_rows is not None:
-                    logits = logits[static_rows]
-        if static is not None:
-            static.release()
-    return (out, caches) if return_caches else out
+                static_rows = keep if static_rows is None else static_rows[keep]
+        if static is None:
+            batch.attention = torch.cat([batch.attention, batch.attention.new_ones((batch.attention.shape[0], 1))],
+                                        dim=-1)
+            logits = model(input_ids=token.unsqueeze(-1), attention_mask=batch.attention,
+                           position_ids=next_position.unsqueeze(-1), use_cache=True, **cache_arg).logits[:, -1]
+            next_position = next_position + 1
+        else:
+            logits = static.step(token, static_rows)
+            if static_rows is not None:
+                logits = logits[static_rows]
+    if static is not None:
+        static.release()
 
 
 class PrefixCache:

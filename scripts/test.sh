@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 setup_venv .venv-sotopia test,sotopia   # first: the README's test runs its prompt_style=sotopia blocks there
 deactivate
 setup_venv .venv test,bench
+# Lint first, as it takes seconds: ruff's rule set and mypy's modules are in pyproject.toml.
+ruff check .
+mypy
 SOTOPIA_VENV_REQUIRED=1 python -m pytest -q "$@"
 deactivate
 . .venv-sotopia/bin/activate

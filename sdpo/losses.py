@@ -102,8 +102,9 @@ def _check_side(side: str, policy: torch.Tensor, reference: torch.Tensor, mask: 
                          f"{names[2]} {tuple(mask.shape)} must have the same shape (batch, turns)")
 
 
-def _check_pair(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                reference_rejected_logps, chosen_mask, rejected_mask) -> None:
+def _check_pair(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+                chosen_mask: torch.Tensor, rejected_mask: torch.Tensor) -> None:
     _check_side("chosen", policy_chosen_logps, reference_chosen_logps, chosen_mask)
     _check_side("rejected", policy_rejected_logps, reference_rejected_logps, rejected_mask)
     if policy_chosen_logps.shape[0] != policy_rejected_logps.shape[0]:
@@ -314,7 +315,7 @@ def sft_loss(per_token_logps: torch.Tensor, token_mask: torch.Tensor) -> torch.T
                if isinstance(per_token_logps, torch.Tensor) else type(per_token_logps).__name__)
         raise ValueError(f"per_token_logps must be a float tensor of shape (batch, tokens), got {got}")
     if not isinstance(token_mask, torch.Tensor) or token_mask.dtype != torch.bool:
-        got = token_mask.dtype if isinstance(token_mask, torch.Tensor) else type(token_mask).__name__
+        got = str(token_mask.dtype) if isinstance(token_mask, torch.Tensor) else type(token_mask).__name__
         raise ValueError(f"token_mask must be a bool tensor, got {got}")
     if token_mask.shape != per_token_logps.shape:
         raise ValueError(f"per_token_logps {tuple(per_token_logps.shape)} and token_mask "

@@ -113,23 +113,7 @@ class PairRecord:
             raise DataError(f"must be 0 or 1 (the trained seat), got {agent_index!r}", field="agent_index", **where)
         task = Task.from_dict(d["task"], **where)
 
-        def turns(name: str) -> list[Turn]:
-            value = d.get(name)
-            if not isinstance(value, list):
-                raise DataError(f"expected a list of turns, got {type(value).__name__}", field=name, **where)
-            out = []
-            for i, t in enumerate(value):
-                if not isinstance(t, dict):
-                    raise DataError(f"expected a turn object, got {type(t).__name__}", field=f"{name}[{i}]", **where)
-                try:
-                    out.append(Turn.from_dict(t))
-                except KeyError as e:
-                    raise DataError(f"missing key {e}", field=f"{name}[{i}]", **where) from None
-                except (TypeError, ValueError) as e:
-                    raise DataError(str(e), field=f"{name}[{i}]", **where) from None
-            return out
-
-        history, chosen = turns("history"), turns("chosen")
+        history, chosen = _turns(d, "history", where), _turns(d, "chosen", where)
         if kind in SFT_KINDS:
             if d.get("rejected") is not None:
                 raise DataError(f"must be null for kind {kind!r} (one side only)", field="rejected", **where)
@@ -138,52 +122,80 @@ class PairRecord:
             if d.get("rejected") is None:
                 raise DataError(f"missing; kind {kind!r} needs a rejected side (null only for "
                                 f"{' / '.join(SFT_KINDS)})", field="rejected", **where)
-            rejected = turns("rejected")
-
-        seg = d["segment"]
-        if not isinstance(seg, dict):
-            raise DataError(f"expected an object {{\"chosen\": [first, last], \"rejected\": [first, last]}}, "
-                            f"got {type(seg).__name__}", field="segment", **where)
-        segment: dict[str, tuple[int, int] | None] = {"chosen": None, "rejected": None}
-        for side, side_turns in (("chosen", chosen), ("rejected", rejected)):
-            span = seg.get(side)
-            if side_turns is None:
-                if span is not None:
-                    raise DataError(f"must be null for kind {kind!r}", field=f"segment.{side}", **where)
-                continue
-            if (not isinstance(span, (list, tuple)) or len(span) != 2
-                    or any(isinstance(v, bool) or not isinstance(v, int) for v in span)):
-                raise DataError(f"expected [first, last] (two integers), got {span!r:.60}",
-                                field=f"segment.{side}", **where)
-            first, last = span
-            in_history = sum(1 for t in history if t.agent_index == agent_index)
-            total = in_history + sum(1 for t in side_turns if t.agent_index == agent_index)
-            if first > last:
-                raise DataError(f"first {first} is after last {last}", field=f"segment.{side}", **where)
-            if first < in_history:
-                raise DataError(f"first is {first} but the shared history already holds {in_history} turns of "
-                                f"agent {agent_index}; the segment must lie in the {side} side's own turns",
-                                field=f"segment.{side}", **where)
-            if last >= total:
-                raise DataError(f"last is {last} but history + {side} hold {total} turns of agent "
-                                f"{agent_index} (indices 0..{total - 1})", field=f"segment.{side}", **where)
-            segment[side] = (first, last)
-
+            rejected = _turns(d, "rejected", where)
+        segment = _segment(d["segment"], kind, agent_index, history, {"chosen": chosen, "rejected": rejected}, where)
         for name in ("scores", "provenance", "format"):
             if d.get(name) is not None and not isinstance(d[name], dict):
                 raise DataError(f"expected an object, got {type(d[name]).__name__}", field=name, **where)
-        fmt_fields = {f.name for f in dataclasses.fields(ConversationFormat)}
-        fmt_dict = d.get("format") or {}
-        unknown = sorted(set(fmt_dict) - fmt_fields)
-        if unknown:
-            raise DataError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fmt_fields))}",
-                            field="format", **where)
-        if fmt_dict.get("prompt_style", "native") not in PROMPT_STYLES:
-            raise DataError(f"{fmt_dict['prompt_style']!r} is not a prompt style; allowed: {', '.join(PROMPT_STYLES)}",
-                            field="format.prompt_style", **where)
+        fmt_dict = _format(d.get("format") or {}, where)
         return cls(pair_id=d["pair_id"], kind=kind, task=task, agent_index=agent_index, history=history,
                    chosen=chosen, rejected=rejected, segment=segment, scores=dict(d.get("scores") or {}),
                    provenance=dict(d.get("provenance") or {}), format=ConversationFormat(**fmt_dict))
+
+
+def _turns(d: dict, name: str, where: dict) -> list[Turn]:
+    """The list of turns in field ``name`` of a pair record."""
+    value = d.get(name)
+    if not isinstance(value, list):
+        raise DataError(f"expected a list of turns, got {type(value).__name__}", field=name, **where)
+    out = []
+    for i, t in enumerate(value):
+        if not isinstance(t, dict):
+            raise DataError(f"expected a turn object, got {type(t).__name__}", field=f"{name}[{i}]", **where)
+        try:
+            out.append(Turn.from_dict(t))
+        except KeyError as e:
+            raise DataError(f"missing key {e}", field=f"{name}[{i}]", **where) from None
+        except (TypeError, ValueError) as e:
+            raise DataError(str(e), field=f"{name}[{i}]", **where) from None
+    return out
+
+
+def _segment(seg, kind: str, agent_index: int, history: list[Turn], sides: dict[str, list[Turn] | None],
+             where: dict) -> dict[str, tuple[int, int] | None]:
+    """The ``[first, last]`` agent-turn span of the segment on each side, checked to lie in that
+    side's own turns (not in the shared history)."""
+    if not isinstance(seg, dict):
+        raise DataError(f"expected an object {{\"chosen\": [first, last], \"rejected\": [first, last]}}, "
+                        f"got {type(seg).__name__}", field="segment", **where)
+    segment: dict[str, tuple[int, int] | None] = {"chosen": None, "rejected": None}
+    in_history = sum(1 for t in history if t.agent_index == agent_index)
+    for side, side_turns in sides.items():
+        span = seg.get(side)
+        if side_turns is None:
+            if span is not None:
+                raise DataError(f"must be null for kind {kind!r}", field=f"segment.{side}", **where)
+            continue
+        if (not isinstance(span, (list, tuple)) or len(span) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in span)):
+            raise DataError(f"expected [first, last] (two integers), got {span!r:.60}",
+                            field=f"segment.{side}", **where)
+        first, last = span
+        total = in_history + sum(1 for t in side_turns if t.agent_index == agent_index)
+        if first > last:
+            raise DataError(f"first {first} is after last {last}", field=f"segment.{side}", **where)
+        if first < in_history:
+            raise DataError(f"first is {first} but the shared history already holds {in_history} turns of "
+                            f"agent {agent_index}; the segment must lie in the {side} side's own turns",
+                            field=f"segment.{side}", **where)
+        if last >= total:
+            raise DataError(f"last is {last} but history + {side} hold {total} turns of agent "
+                            f"{agent_index} (indices 0..{total - 1})", field=f"segment.{side}", **where)
+        segment[side] = (first, last)
+    return segment
+
+
+def _format(fmt_dict: dict, where: dict) -> dict:
+    """The record's conversation-format options, checked against ``ConversationFormat``'s fields."""
+    fmt_fields = {f.name for f in dataclasses.fields(ConversationFormat)}
+    unknown = sorted(set(fmt_dict) - fmt_fields)
+    if unknown:
+        raise DataError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fmt_fields))}",
+                        field="format", **where)
+    if fmt_dict.get("prompt_style", "native") not in PROMPT_STYLES:
+        raise DataError(f"{fmt_dict['prompt_style']!r} is not a prompt style; allowed: {', '.join(PROMPT_STYLES)}",
+                        field="format.prompt_style", **where)
+    return fmt_dict
 
 
 def read_pairs(path: str | os.PathLike) -> list[PairRecord]:

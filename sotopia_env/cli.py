@@ -61,8 +61,8 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return "(required)"
 
 
@@ -87,7 +87,7 @@ def options(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(cls):
         tp, nullable = _unwrap(hints.get(f.name, Any))
         name = prefix + f.name
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows += options(tp, name + ".")
             continue
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -159,7 +159,7 @@ def run(prog: str, schema: type, task: Callable[[Any], None], *, summary: str, c
     overrides (``hydra_defaults`` are added unless the user gives them), our errors in one line."""
     import hydra
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     install_log_redaction()
     args = sys.argv[1:]
@@ -176,7 +176,7 @@ def run(prog: str, schema: type, task: Callable[[Any], None], *, summary: str, c
 
     @hydra.main(version_base=None, config_path=None if config_path is None else str(Path(config_path).resolve()),
                 config_name=config_name)
-    def _main(dict_cfg) -> None:
+    def _main(dict_cfg: DictConfig) -> None:
         try:
             task(OmegaConf.to_object(dict_cfg))
         except SotopiaError as e:

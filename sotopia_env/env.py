@@ -100,7 +100,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 
 from .episode import ACTION_TYPES, EpisodeRecord, Turn
 from .errors import ConfigError, DataError
@@ -131,7 +131,11 @@ class _AnyText(spaces.Text):
 class SotopiaEnv(ParallelEnv):
     """Two characters talking in a SOTOPIA scenario; see the module docstring for the manual."""
 
-    metadata = {"name": "sotopia_v1", "render_modes": ["human", "ansi"], "is_parallelizable": True}
+    metadata: dict[str, Any] = {
+        "name": "sotopia_v1", "render_modes": ["human", "ansi"], "is_parallelizable": True
+    }
+    # The task being played: set in __init__ and by reset(task) (both through _set_task), never None.
+    task: Task
 
     def __init__(
         self,
@@ -187,7 +191,6 @@ class SotopiaEnv(ParallelEnv):
         )
         self._observation_space = _AnyText(100_000 + 2 * max_turns * (MAX_ARGUMENT_CHARS + 200), min_length=1)
 
-        self.task: Task | None = None
         self.seed: int | None = None
         self._seed_rng: random.Random | None = None
         self.history: list[Turn] = []
@@ -203,7 +206,9 @@ class SotopiaEnv(ParallelEnv):
 
     # -- PettingZoo API ---------------------------------------------------------------------
 
-    def reset(self, seed: int | Task | str | None = None, options: dict | None = None):
+    def reset(
+        self, seed: int | Task | str | None = None, options: dict | None = None
+    ) -> tuple[dict[str, str], dict[str, dict]]:
         """Start an episode; returns ``(observations, infos)``.
 
         ``env.reset(task)`` takes a Task or task id as first argument; the PettingZoo form is
@@ -300,7 +305,9 @@ class SotopiaEnv(ParallelEnv):
         observations = self._observations()
         return observations, self._infos([False, False])
 
-    def step(self, actions: Mapping[str, Mapping[str, Any]]):
+    def step(
+        self, actions: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[dict[str, str], dict[str, float], dict[str, bool], dict[str, bool], dict[str, dict]]:
         """Play one turn. ``actions`` maps agent names to ``{"action_type", "argument"}``; returns
         ``(observations, rewards, terminations, truncations, infos)`` for the agents that were live."""
         if not self.agents:
@@ -328,7 +335,7 @@ class SotopiaEnv(ParallelEnv):
         rewards = dict.fromkeys(live, 0.0)
         if self.termination is not None:
             if self.evaluator is not None:
-                rewards = self._evaluate(infos)
+                rewards = self._evaluate(self.evaluator, infos)
             for agent in live:
                 infos[agent]["termination"] = self.termination
             self.agents = []
@@ -591,11 +598,11 @@ class SotopiaEnv(ParallelEnv):
             for seat, name in enumerate(self._names)
         }
 
-    def _evaluate(self, infos: dict[str, dict]) -> dict[str, float]:
-        evaluation = self.evaluator.evaluate(self.to_record())
+    def _evaluate(self, evaluator: Evaluator, infos: dict[str, dict]) -> dict[str, float]:
+        evaluation = evaluator.evaluate(self.to_record())
         if not isinstance(evaluation, EpisodeEvaluation):
             raise DataError(
-                f"evaluator {getattr(self.evaluator, 'name', type(self.evaluator).__name__)!r} returned "
+                f"evaluator {getattr(evaluator, 'name', type(evaluator).__name__)!r} returned "
                 f"{type(evaluation).__name__}, expected an EpisodeEvaluation"
             )
         self.evaluation = evaluation
@@ -604,7 +611,9 @@ class SotopiaEnv(ParallelEnv):
             infos[name]["evaluation"] = evaluation.to_dict()
             # A failed judge is NaN, never a score of 0 that would look like a real one.
             rewards[name] = (
-                self.reward_weights.reward(evaluation.agents[seat]) if evaluation.evaluated else float("nan")
+                self.reward_weights.reward(evaluation.agents[seat])
+                if evaluation.evaluated and evaluation.agents is not None
+                else float("nan")
             )
         return rewards
 
@@ -614,7 +623,7 @@ def parallel_env(task: Task | str | None = None, **config: Any) -> SotopiaEnv:
     return SotopiaEnv(task, **config)
 
 
-def aec_env(task: Task | str | None = None, **config: Any):
+def aec_env(task: Task | str | None = None, **config: Any) -> AECEnv:
     """The same environment behind PettingZoo's AEC (agent-by-agent) API."""
     from pettingzoo.utils.conversions import parallel_to_aec
 

@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from .errors import DataError
+from .errors import DataError, Where
 from .evaluation import EpisodeEvaluation
 from .profiles import Task
 from .redaction import redact
@@ -96,9 +96,10 @@ class EpisodeRecord:
         return self.evaluation is not None and self.evaluation.evaluated
 
     def score(self, agent_index: int, dimension: str = "goal") -> float:
-        if not self.evaluated:
+        evaluation = self.evaluation
+        if evaluation is None or not evaluation.evaluated or evaluation.agents is None:
             raise DataError(f"episode {self.episode_id} has no evaluation")
-        return self.evaluation.agents[agent_index].scores[dimension]
+        return evaluation.agents[agent_index].scores[dimension]
 
     def agent_seats(self) -> list[int]:
         """The seats played by the model under test or training (``tags["agent_seats"]``, sorted):
@@ -125,7 +126,7 @@ class EpisodeRecord:
 
     @classmethod
     def from_dict(cls, d: dict, *, path: str | None = None, line: int | None = None) -> EpisodeRecord:
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         for name in ("episode_id", "task", "turns"):
             if name not in d:
                 raise DataError("missing", field=name, **where)
@@ -222,7 +223,7 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _end_of_last_full_line(f, end: int) -> int:
+def _end_of_last_full_line(f: IO[bytes], end: int) -> int:
     """Offset just after the last newline before ``end`` (0 if there is none)."""
     pos = end
     while pos > 0:

@@ -5,13 +5,21 @@ A user's mistake gets one sentence naming what was wrong, where, and what is all
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 E = TypeVar("E", bound=Enum)
 
 
 class SotopiaError(Exception):
     """Base class of every error this package raises on purpose."""
+
+
+class Where(TypedDict):
+    """Where a record comes from: DataError's ``path`` and ``line``, spread into it (and into the
+    ``from_dict`` of every record type) as ``**where``."""
+
+    path: str | None
+    line: int | None
 
 
 class DataError(SotopiaError, ValueError):

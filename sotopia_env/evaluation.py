@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import DataError
 from .redaction import redact
+
+if TYPE_CHECKING:  # episode.py imports this module
+    from .episode import EpisodeRecord
 
 # Dimension -> (low, high), inclusive (SOTOPIA v0.1.4).
 DIMENSION_RANGES: dict[str, tuple[int, int]] = {
@@ -122,4 +125,4 @@ class Evaluator(Protocol):
 
     name: str
 
-    def evaluate(self, episode) -> EpisodeEvaluation: ...
+    def evaluate(self, episode: EpisodeRecord) -> EpisodeEvaluation: ...

@@ -26,13 +26,13 @@ import random
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .episode import ACTION_TYPES, EpisodeRecord, Turn
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, Where
 from .evaluation import DIMENSIONS, AgentEvaluation, EpisodeEvaluation
 from .profiles import (
     FLOAT_TO_INT,
@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+# A record type read from a file (Scenario, Profile, Combo...).
+R = TypeVar("R")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +380,7 @@ def load_relationships(path: PathLike, *, report: LoadReport | None = None) -> l
     return relationships
 
 
-def _check_unique(items: list, path: PathLike, key, lines: list[int]) -> None:
+def _check_unique(items: Sequence[R], path: PathLike, key: Callable[[R], str], lines: list[int]) -> None:
     seen: dict[str, int] = {}
     for item, line in zip(items, lines):
         k = key(item)
@@ -405,7 +407,7 @@ class Combo:
     def from_dict(
         cls, record: dict, *, path: str | None = None, line: int | None = None, changes: Counter | None = None
     ) -> Combo:
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         record = _with_pk(record, "combo")
         env_id, agent_ids = record.get("env_id"), record.get("agent_ids")
         if isinstance(agent_ids, str) or (
@@ -465,7 +467,7 @@ def load_environment_lists(path: PathLike) -> list[EnvironmentList]:
     """SOTOPIA environment lists: ``{"name", "environments": [env pk...], "agent_index": [seat...]}``."""
     lists = []
     for line, r in read_records(path, kind="environment list"):
-        where = {"path": str(path), "line": line}
+        where: Where = {"path": str(path), "line": line}
         envs = r.get("environments")
         if not isinstance(envs, list) or not all(isinstance(e, str) for e in envs):
             raise DataError("expected a list of scenario pks", field="environments", **where)
@@ -497,11 +499,16 @@ def load_environment_lists(path: PathLike) -> list[EnvironmentList]:
     return lists
 
 
-def _as_list(source, loader, kind, report: LoadReport | None = None):
+def _as_list(
+    source: PathLike | Sequence[R],
+    loader: Callable[..., list[R]],
+    kind: str,
+    report: LoadReport | None = None,
+) -> list[R]:
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        return list(source)
     if isinstance(source, (str, os.PathLike)):
         return loader(source, report=report)
-    if isinstance(source, Sequence):
-        return list(source)
     raise ConfigError(f"{kind} must be a file path or a list, got {type(source).__name__}")
 
 
@@ -530,7 +537,7 @@ def load_tasks(
     profile_by_pk = {p.pk: p for p in profile_list}
     tasks = []
     for combo in combo_list:
-        where = {"path": combo.path, "line": combo.line}
+        where: Where = {"path": combo.path, "line": combo.line}
         scenario = scenario_by_pk.get(combo.env_id)
         if scenario is None:
             raise DataError(
@@ -741,7 +748,7 @@ def _split_name(name: str) -> tuple[str, str]:
     return first, last
 
 
-def _turns_from_raw_messages(raw: Any, names: list[str], where: dict) -> tuple[list[Turn], str]:
+def _turns_from_raw_messages(raw: Any, names: list[str], where: Where) -> tuple[list[Turn], str]:
     """SOTOPIA's ``raw_messages``: one list per turn of ``[sender, receiver, text]``; agents' actions
     are sent to "Environment" (the agent that had no turn sends "did nothing"). The first list
     holds the environment's opening observations."""
@@ -794,7 +801,7 @@ def _turns_from_raw_messages(raw: Any, names: list[str], where: dict) -> tuple[l
     return turns, "round-robin" if round_robin else "simultaneous"
 
 
-def _turns_from_social_interactions(text: Any, names: list[str], where: dict) -> list[Turn]:
+def _turns_from_social_interactions(text: Any, names: list[str], where: Where) -> list[Turn]:
     """Fallback when ``raw_messages`` is absent or empty: read SOTOPIA's rendered conversation
     (``Name said: "..."`` / ``Name: [action] ...`` lines, turns where someone did nothing left
     out) back into round-robin turns, filling the skipped turns with ``none``."""
@@ -805,7 +812,7 @@ def _turns_from_social_interactions(text: Any, names: list[str], where: dict) ->
     for line in text.splitlines():
         match = pattern.match(line.strip())
         parsed = parse_rendered_action(match.group(2)) if match else None
-        if parsed is None:
+        if match is None or parsed is None:
             if (
                 turns
                 and line.strip()
@@ -824,14 +831,15 @@ def _turns_from_social_interactions(text: Any, names: list[str], where: dict) ->
 
 
 def _evaluation_from_rewards(
-    obj: dict, names: list[str], judge: str, where: dict
+    obj: dict, names: list[str], judge: str, where: Where
 ) -> EpisodeEvaluation | None:
     rewards = obj.get("rewards")
     if rewards is None:
         rewards = obj.get("raw_rewards")
     if rewards is None:
         return None
-    comment = obj.get("reasoning") if isinstance(obj.get("reasoning"), str) else ""
+    stored = obj.get("reasoning")
+    comment = stored if isinstance(stored, str) else ""
     reasoning = _reasoning_by_agent(comment)
     if isinstance(rewards, dict) and "agent_1_evaluation" in rewards:  # SOTOPIA v0.1.4 judge answer shape
         rewards = [rewards.get("agent_1_evaluation"), rewards.get("agent_2_evaluation")]
@@ -922,7 +930,7 @@ def sotopia_episode_to_record(
     not shown). Turns come from ``raw_messages`` (or, when it is missing or holds no agent
     action, ``social_interactions``; ``tags["turns_from"]`` says which);
     the evaluation from ``rewards`` (or ``raw_rewards``) with the judge's ``reasoning``."""
-    where = {"path": path, "line": line}
+    where: Where = {"path": path, "line": line}
     goals = obj.get("social_goals")
     if not isinstance(goals, dict) or len(goals) != 2:
         raise DataError(
@@ -978,7 +986,8 @@ def sotopia_episode_to_record(
         raise DataError(
             "the episode has neither 'raw_messages' nor 'social_interactions'", field="raw_messages", **where
         )
-    turns, turn_order, turns_from = [], "round-robin", "raw_messages"
+    turns: list[Turn] = []
+    turn_order, turns_from = "round-robin", "raw_messages"
     if raw is not None:
         turns, turn_order = _turns_from_raw_messages(raw, [str(n) for n in goals], where)
         turns = [dataclasses.replace(t, speaker=names[t.agent_index]) for t in turns]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, Where
 
 
 class Relationship(IntEnum):
@@ -92,7 +92,7 @@ def _literal_list(text: str) -> list[str] | None:
     return items if all(isinstance(i, str) for i in items) else None
 
 
-def parse_list_field(value: Any, name: str, where: dict, changes: Counter | None = None, *,
+def parse_list_field(value: Any, name: str, where: Where, changes: Counter | None = None, *,
                      split_fallback: bool = True) -> list[str] | None:
     """A list-of-strings field as SOTOPIA's exports write it, read back into a clean list.
 
@@ -132,7 +132,7 @@ def markup_tags(goal: str) -> tuple[list[str], list[str]]:
     return opened, unclosed
 
 
-def parse_relationship(value: Any, where: dict) -> Relationship:
+def parse_relationship(value: Any, where: Where) -> Relationship:
     """A relationship as SOTOPIA writes it: 3, "3", "friend" or "RelationshipType.friend"."""
     rel = value
     if isinstance(rel, str):
@@ -147,7 +147,7 @@ def parse_relationship(value: Any, where: dict) -> Relationship:
     return Relationship(rel)
 
 
-def _check_type(record: dict, name: str, kind: type | tuple[type, ...], where: dict) -> Any:
+def _check_type(record: dict, name: str, kind: type | tuple[type, ...], where: Where) -> Any:
     value = record.get(name)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         allowed = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -186,7 +186,7 @@ class Profile:
                   changes: Counter | None = None) -> Profile:
         """Read one agent profile; export artefacts ("nan", stringified lists, float ages) are
         cleaned and counted in ``changes`` (see ``parse_list_field``)."""
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         if not isinstance(record, dict):
             raise DataError(f"an agent profile must be a JSON object, got {type(record).__name__}", **where)
         for name in ("pk", "first_name", "last_name"):
@@ -241,7 +241,7 @@ class Scenario:
                   changes: Counter | None = None) -> Scenario:
         """Read one environment profile; export artefacts are cleaned and counted in ``changes``
         (see ``parse_list_field``). Goal markup is kept as written: the renderer decides who sees it."""
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         if not isinstance(record, dict):
             raise DataError(f"an environment profile must be a JSON object, got {type(record).__name__}",
                             **where)
@@ -319,7 +319,7 @@ class RelationshipProfile:
                   changes: Counter | None = None) -> RelationshipProfile:
         """Read one relationship profile, also in SOTOPIA's JSONL export form (``relationship_id``,
         ``agent1_id``, ``agent2_id``, the relationship as text)."""
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         if not isinstance(record, dict):
             raise DataError(f"a relationship profile must be a JSON object, got {type(record).__name__}",
                             **where)
@@ -377,7 +377,7 @@ class Task:
     @classmethod
     def from_dict(cls, record: dict, *, path: str | None = None, line: int | None = None) -> Task:
         """Inverse of ``to_dict`` (a task embedded in an episode or pair record)."""
-        where = {"path": path, "line": line}
+        where: Where = {"path": path, "line": line}
         if not isinstance(record, dict) or "scenario" not in record or "profiles" not in record:
             raise DataError("expected a task object with 'scenario' and 'profiles'", field="task", **where)
         profiles = record["profiles"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 MASK = "***"
 MIN_SECRET_LENGTH = 8
@@ -78,7 +79,7 @@ def install_log_redaction() -> None:
     if getattr(previous, "redacts", False):
         return
 
-    def factory(*args, **kwargs) -> logging.LogRecord:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         _redact_record(record)
         return record

@@ -26,6 +26,7 @@ import functools
 import inspect
 import json
 import re
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,12 +245,13 @@ def sotopia_api():
         ScriptBackground=ScriptBackground, SimpleMessage=SimpleMessage, format_docstring=format_docstring)
 
 
-def _function_node(module, name: str) -> ast.AST:
+def _function_node(module: types.ModuleType, name: str) -> ast.AST:
     """The definition of ``name`` (``function`` or ``Class.method``) in ``module``'s source."""
-    tree: ast.AST = ast.parse(inspect.getsource(module))
+    source = ast.parse(inspect.getsource(module))
+    tree: ast.AST | None = source
     *owner, leaf = name.split(".")
     if owner:
-        tree = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == owner[0]), None)
+        tree = next((n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name == owner[0]), None)
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == leaf:
             return node
@@ -266,7 +268,8 @@ def sotopia_action_template() -> str:
     for node in ast.walk(fn):
         if (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "script_like"
                 and node.orelse and isinstance(node.orelse[0], ast.Assign)
-                and isinstance(node.orelse[0].value, ast.Constant)):
+                and isinstance(node.orelse[0].value, ast.Constant)
+                and isinstance(node.orelse[0].value.value, str)):
             return node.orelse[0].value.value
     raise ConfigError("cannot find the agent's template in the installed sotopia package; prompt_style=sotopia "
                       "is tested with sotopia==0.1.5")
@@ -279,7 +282,8 @@ def sotopia_evaluator_template() -> str:
 
     fn = _function_node(evaluators, "EpisodeLLMEvaluator.__acall__")
     for node in ast.walk(fn):
-        if isinstance(node, ast.keyword) and node.arg == "template" and isinstance(node.value, ast.Constant):
+        if (isinstance(node, ast.keyword) and node.arg == "template" and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
             return node.value.value
     raise ConfigError("cannot find the evaluator's template in the installed sotopia package; "
                       "prompt_style=sotopia is tested with sotopia==0.1.5")
@@ -293,7 +297,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return text
 
 
-def _sotopia_profile(profile: Profile):
+def _sotopia_profile(profile: Profile) -> Any:
     s = sotopia_api()
     return s.BaseAgentProfile(**{k: v for k, v in profile.to_dict().items()
                                  if k in s.BaseAgentProfile.model_fields})
@@ -308,7 +312,7 @@ def _sotopia_raw(task: Task) -> tuple[list[str], list[str]]:
     return bios, goals
 
 
-def _sotopia_script_background(task: Task, viewer: int | None):
+def _sotopia_script_background(task: Task, viewer: int | None) -> Any:
     """The ScriptBackground ``ParallelSotopiaEnv.reset`` builds: the environment's (``viewer``
     None: every bio and goal rendered in full) or agent ``viewer``'s (the others' "Unknown")."""
     s = sotopia_api()

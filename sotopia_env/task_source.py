@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from .errors import ConfigError, to_enum
 from .loader import LoadReport, close_matches
@@ -38,19 +38,19 @@ class TaskSource:
     tasks: TaskSet = TaskSet.test
     """bc | align | test | hard | all: a built-in split (hard: the test split's hard subset);
     files: SOTOPIA files (scenarios, profiles, combos; relationships and environment_list optional)."""
-    scenarios: str | None = None
+    scenarios: Optional[str] = None
     """tasks=files: SOTOPIA environment profiles (JSON or JSONL)."""
-    profiles: str | None = None
+    profiles: Optional[str] = None
     """tasks=files: SOTOPIA agent profiles."""
-    combos: str | None = None
+    combos: Optional[str] = None
     """tasks=files: SOTOPIA env-agent combos (the tasks)."""
-    relationships: str | None = None
+    relationships: Optional[str] = None
     """tasks=files, optional: SOTOPIA relationship profiles; combos whose pair has none of the
     scenario's relationship are counted in the printed load summary."""
-    environment_list: str | None = None
+    environment_list: Optional[str] = None
     """tasks=files, optional: a SOTOPIA environment-list file (e.g. the hard subset, with the
     tested seat per scenario); only its scenarios' tasks are played."""
-    environment_list_name: str | None = None
+    environment_list_name: Optional[str] = None
     """Which list of that file (its ``name``); null: the file must hold exactly one."""
     task_ids: list[str] = field(default_factory=list)
     """Play only these tasks: a combo (task) pk, or a scenario pk or codename for all of that
@@ -92,6 +92,7 @@ class TaskSource:
         if self.tasks is TaskSet.files:
             from . import loader
 
+            assert self.scenarios and self.profiles and self.combos, "check_task_source() requires them"
             tasks = loader.load_tasks(self.scenarios, self.profiles, self.combos, self.relationships, report=report)
             if self.environment_list:
                 lists = loader.load_environment_lists(self.environment_list)

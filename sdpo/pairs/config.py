@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from sotopia_env.errors import ConfigError, to_enum
 from sotopia_env.task_source import TaskSet, TaskSource
@@ -109,7 +109,7 @@ class CollectConfig(TaskSource):
     """bc | align | test | hard | all: a built-in split (align: the SDPO alignment scenarios, bc:
     behavioural cloning); files: SOTOPIA files (collect.scenarios, collect.profiles, collect.combos;
     collect.relationships and collect.environment_list optional)."""
-    episodes: str | None = None
+    episodes: Optional[str] = None
     """A SOTOPIA / SOTOPIA-pi episode log (JSONL, one episode a line) to import instead of playing:
     collect reads its episodes, with their recorded scores, into episodes.jsonl (no model or judge
     call); collect.scenarios / collect.profiles, when given, make their tasks exact."""

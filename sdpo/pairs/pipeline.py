@@ -106,9 +106,12 @@ def read_episode_log(collect: CollectConfig) -> list[EpisodeRecord]:
     ``collect.scenarios`` / ``collect.profiles`` are given."""
     from sotopia_env.loader import load_sotopia_episodes
 
-    records = load_sotopia_episodes(collect.episodes, profiles=collect.profiles, scenarios=collect.scenarios)
+    path = collect.episodes
+    if path is None:
+        raise ConfigError("collect.episodes: give the SOTOPIA episode log (JSONL) to import")
+    records = load_sotopia_episodes(path, profiles=collect.profiles, scenarios=collect.scenarios)
     if not records:
-        raise ConfigError(f"collect.episodes={collect.episodes} holds no episode")
+        raise ConfigError(f"collect.episodes={path} holds no episode")
     return records
 
 
