@@ -25,6 +25,16 @@ _OVERALL_RANGE = (sum(lo for lo, _ in DIMENSION_RANGES.values()) / len(DIMENSION
                   sum(hi for _, hi in DIMENSION_RANGES.values()) / len(DIMENSION_RANGES))
 
 
+
+def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it as a PNG at ``path`` (folders made as needed), close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
 def plot_dimensions(summaries: Sequence[Summary], path: str | Path, *, subset: str = "all",
                     role: str = "agent", title: str = "SOTOPIA scores per dimension") -> Path:
     """Bar charts of each model's mean per dimension (``subset``, all seats) with 95 % CI bars;
@@ -50,12 +60,7 @@ def plot_dimensions(summaries: Sequence[Summary], path: str | Path, *, subset: s
         ax.set_xticks(list(x))
         ax.set_xticklabels([_short(m) for m in models], rotation=20, ha="right", fontsize=8)
     fig.suptitle(f"{title} ({subset} tasks, mean ± 95 % CI)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_output_length(lengths: Mapping[str, Sequence[float]], path: str | Path, *,
@@ -75,12 +80,7 @@ def plot_output_length(lengths: Mapping[str, Sequence[float]], path: str | Path,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _short(model: str, width: int = 28) -> str:

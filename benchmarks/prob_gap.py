@@ -91,6 +91,8 @@ def plot_gaps(rows: Sequence[GapRow], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from benchmarks.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         points = [(j, g) for j, (g, n) in enumerate(zip(r.gaps, r.counts)) if n and not math.isnan(g)]
@@ -102,12 +104,7 @@ def plot_gaps(rows: Sequence[GapRow], path: str | Path) -> Path:
     ax.set_ylabel("log p(chosen) − log p(rejected), nats")
     ax.set_title("chosen-minus-rejected log-prob per turn")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> list[GapRow]:
