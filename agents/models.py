@@ -61,7 +61,14 @@ def _plain_embedded_dir() -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(target) if not target.exists() else None
+    try:
+        tmp.rename(target)
+    except OSError:  # another process built it first (parallel test workers, two commands at once)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "model.safetensors").exists():
+            raise
     return target
 
 

@@ -12,7 +12,9 @@ setup_venv .venv test,bench
 # Lint first, as it takes seconds: ruff's rule set and mypy's modules are in pyproject.toml.
 ruff check .
 mypy
-SOTOPIA_VENV_REQUIRED=1 python -m pytest -q "$@"
+# Two workers, a file each at a time (the README's long test first, so it is not the last to
+# start); a test file's tests stay in order in one worker.
+SOTOPIA_VENV_REQUIRED=1 python -m pytest -q -n 2 --dist loadfile tests/test_readme.py tests "$@"
 deactivate
 . .venv-sotopia/bin/activate
 SOTOPIA_PARITY_REQUIRED=1 python -m pytest -q -p no:cacheprovider tests/test_sotopia_parity.py

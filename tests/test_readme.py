@@ -206,3 +206,16 @@ def check_outputs(block: Block, work: Path, result: subprocess.CompletedProcess)
         assert "goal" in result.stdout.lower()
     if "sdpo_loss" in text:
         assert "tensor" in result.stdout
+    if "dry_run=true" in text:
+        for line in text.splitlines():
+            if m := re.search(r"out(?:put)?_dir=(\S+)", line):
+                assert json.loads((work / m.group(1) / "dry_run.json").read_text())
+        assert "$" in result.stdout or "price" in result.stdout.lower()
+    if "sdpo.pairs.convert" in text:
+        for name in ("sdpo.jsonl", "sdpo_authors.json", "sdpo_trl.jsonl"):
+            assert (work / "runs" / "convert" / name).stat().st_size > 0
+    if "benchmarks.prob_gap" in text:
+        assert (work / "runs" / "prob_gap" / "prob_gap.png").stat().st_size > 0
+    if "benchmarks.view " in text:
+        page = (work / "runs" / "report.html").read_text()
+        assert "<script" in page and "application/json" in page
