@@ -172,3 +172,13 @@ def prefix_cache(cache, length: int, rows=None):
             keys, values = keys[rows], values[rows]
         prefix.update(keys, values, layer_idx)
     return prefix
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward instead of storing them (non-reentrant, so LoRA's
+    frozen base still passes gradients through); under the name of the installed release."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from agents.hf_compat import enable_activation_checkpointing
 from agents.models import latest_checkpoint, peft_quietly
 from sotopia_env.episode import append_jsonl, read_jsonl, rewrite_jsonl
 from sotopia_env.errors import ConfigError, DataError, to_enum
@@ -333,7 +334,7 @@ def build_model(cfg: FitConfig, accelerator):
             raise ConfigError(f"dropout is set but model {cfg.model!r} has no attention_dropout setting")
         model.config.attention_dropout = cfg.dropout
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
         model.config.use_cache = False
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
