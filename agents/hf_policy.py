@@ -498,6 +498,12 @@ class HFPolicy(Policy):
             with peft_quietly():
                 self.model = PeftModel.from_pretrained(self.model, adapter)
             self.name = f"{self.name}+{adapter}"
+        if (model is None or adapter is not None) and hasattr(self.model, "merge_and_unload"):
+            # A LoRA adapter (an sdpo.fit run's folder, or ``adapter``) is folded into the weights this
+            # policy loaded itself: generating through peft's wrapped layers costs several times more
+            # per decode step (benchmarks/RESULTS.md), and a policy never trains. A model passed in is
+            # left as it is (its owner may train it).
+            self.model = self.model.merge_and_unload()
         self.model.eval()
         self.conversation = ConversationTokenizer(self.tokenizer)
         self.stop_ids = end_of_turn_ids(self.tokenizer, self.model)

@@ -155,7 +155,11 @@ def test_checkpoint_loads_as_policy(tiny_dir, demo_copy, tmp_path):
 
     assert resolve_model_path(str(tmp_path / "out")) == str(result.checkpoint)
     policy = build_policy(str(tmp_path / "out"), max_new_tokens=4, device="cpu")
-    assert sum("lora_" in n for n, _ in policy.model.named_parameters()) > 0
+    # the policy generates with the adapter folded into the weights: no peft layer, same logits
+    assert not any("lora_" in n for n, _ in policy.model.named_parameters())
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        assert torch.allclose(policy.model(ids).logits, model.eval()(ids).logits, atol=1e-4)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no model: expected a Hugging Face model folder"):
         build_policy(str(tmp_path / "empty"))
